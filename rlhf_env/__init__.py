@@ -1,0 +1,46 @@
+"""rlhf_env: RLHF as a reverse-KL regularized contextual bandit, in Gymnasium.
+
+    import rlhf_env
+    env = rlhf_env.make("LinearBT-v0", setting="hybrid", seed=0)
+    report = rlhf_env.evaluate(env.unwrapped.reference, env)
+
+Importing the package registers the env ids (with Gymnasium too, as
+``rlhf_env/<id>``) and loads no transformers or datasets code.
+"""
+
+from rlhf_env.core import RLHFEnv, RLHFVectorEnv
+from rlhf_env.errors import (
+    DataError,
+    InvalidActionError,
+    InvalidArgumentError,
+    InvalidKwargError,
+    QueryBudgetExceeded,
+    RLHFEnvError,
+    UnknownEnvError,
+)
+from rlhf_env.evaluation import evaluate
+from rlhf_env.oracles import BradleyTerryOracle, QueryLedger
+from rlhf_env.policies import Catalog, LogLinearPolicy, Policy, TabularPolicy, load_policy
+from rlhf_env.registration import EnvSpec, list_envs, make, make_vec, register, spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "make", "make_vec", "register", "spec", "list_envs", "EnvSpec", "evaluate",
+    "RLHFEnv", "RLHFVectorEnv", "BradleyTerryOracle", "QueryLedger",
+    "Policy", "Catalog", "TabularPolicy", "LogLinearPolicy", "load_policy",
+    "RLHFEnvError", "UnknownEnvError", "InvalidKwargError", "InvalidArgumentError",
+    "InvalidActionError", "QueryBudgetExceeded", "DataError",
+]
+
+register(
+    "LinearBT-v0",
+    "rlhf_env.envs.linear_bt:LinearBTEnv",
+    description="Linear Bradley-Terry bandit, exactly solvable (Xiong et al. 2024, §2).",
+)
+register(
+    "LinearBT-Narrow-v0",
+    "rlhf_env.envs.linear_bt:LinearBTEnv",
+    kwargs={"behaviour": "narrow"},
+    description="LinearBT with narrow offline coverage: the data rarely play what pi* plays.",
+)

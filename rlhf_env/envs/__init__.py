@@ -1,0 +1,1 @@
+"""One module per environment family. Importing this package registers nothing."""
