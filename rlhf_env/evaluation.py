@@ -78,6 +78,7 @@ def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
     gold = float(np.mean((pi * r).sum(axis=1)))
     # 0 * log 0 = 0: mask zero-probability actions
     kl = float(np.mean(np.where(pi > 0, pi * (logp - log_ref), 0.0).sum(axis=1)))
+    kl = max(kl, 0.0)  # KL >= 0; clamp rounding noise (~1e-17) at pi = pi0
     win = float(np.mean(np.einsum(
         "na,nb,nab->n", pi, ref, sigmoid((r[:, :, None] - r[:, None, :]) / temperature)
     )))

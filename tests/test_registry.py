@@ -1,0 +1,57 @@
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import rlhf_env
+from rlhf_env.errors import InvalidKwargError, UnknownEnvError
+
+# small kwargs per id keep the registry walk fast; empty means the defaults
+SMALL: dict[str, dict] = {}
+
+
+@pytest.mark.parametrize("env_id", rlhf_env.list_envs())
+def test_check_env_every_registered_id(env_id):
+    env = rlhf_env.make(env_id, **SMALL.get(env_id, {}))
+    check_env(env.unwrapped)
+    # and through Gymnasium's own make, with its wrappers
+    env2 = gym.make(f"rlhf_env/{env_id}", **SMALL.get(env_id, {}))
+    obs, info = env2.reset(seed=0)
+    assert obs in env2.observation_space
+    assert "prompt_id" in info
+
+
+def test_registry_lists_linear_bt():
+    assert {"LinearBT-v0", "LinearBT-Narrow-v0"} <= set(rlhf_env.list_envs())
+    s = rlhf_env.spec("LinearBT-Narrow-v0")
+    assert s.kwargs == {"behaviour": "narrow"}
+    assert rlhf_env.spec("rlhf_env/LinearBT-v0").id == "LinearBT-v0"
+
+
+def test_unknown_id_suggests_closest():
+    with pytest.raises(UnknownEnvError, match="LinearBT-v0") as e:
+        rlhf_env.make("LinearBT-v1")
+    assert "Did you mean" in str(e.value)
+
+
+def test_unknown_kwarg_is_named_with_valid_list():
+    with pytest.raises(InvalidKwargError, match="etaa") as e:
+        rlhf_env.make("LinearBT-v0", etaa=0.1)
+    assert "eta" in str(e.value) and "query_budget" in str(e.value)
+    with pytest.raises(InvalidKwargError, match="etaa"):
+        gym.make("rlhf_env/LinearBT-v0", etaa=0.1)
+
+
+def test_register_custom_id_and_gym_vector_entry():
+    rlhf_env.register(
+        "MyBandit-v0",
+        "rlhf_env.envs.linear_bt:LinearBTEnv",
+        kwargs={"n_prompts": 4, "n_actions": 3, "dim": 2},
+        override=True,
+    )
+    env = rlhf_env.make("MyBandit-v0")
+    assert len(env.unwrapped.train_prompts) == 4
+    venv = gym.make_vec("rlhf_env/MyBandit-v0", num_envs=3, vectorization_mode="vector_entry_point")
+    obs, _ = venv.reset(seed=0)
+    assert len(obs["prompt"]) == 3
+    with pytest.raises(ValueError, match="already registered"):
+        rlhf_env.register("MyBandit-v0", "rlhf_env.envs.linear_bt:LinearBTEnv")
