@@ -44,3 +44,13 @@ register(
     kwargs={"behaviour": "narrow"},
     description="LinearBT with narrow offline coverage: the data rarely play what pi* plays.",
 )
+register(
+    "TinyInstruct-v0",
+    "rlhf_env.envs.tiny_instruct:TinyInstructEnv",
+    description="Synthetic instructions (sort/rev/max/count), a tiny LM pi0, a gold reward program.",
+)
+register(
+    "HH-RLHF-v0",
+    "rlhf_env.envs.hh_rlhf:HHRLHFEnv",
+    description="Anthropic HH-RLHF dialogues; hub or local data; reference LM and gold RM.",
+)

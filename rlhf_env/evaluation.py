@@ -12,6 +12,16 @@
 On exact (finite-action) envs these are exact sums over all candidates, and
 the dict adds ``optimal_objective`` J(pi*), ``reference_objective`` J(pi0) and
 ``normalized_score`` = (J(pi) - J(pi0)) / (J(pi*) - J(pi0)): 0 for pi0, 1 for pi*.
+
+On sampled (language) envs they are Monte Carlo estimates on the held-out
+prompts, each with a ``*_stderr`` (the standard error of the mean over
+prompts, samples of one prompt averaged first). ``kl`` is the sequence-level
+log-ratio log pi(y|x) - log pi0(y|x) averaged over the policy's own samples;
+``win_rate`` pairs each policy sample with a pi0 sample and averages the BT
+probability. The dict adds ``mean_length`` (characters) and best-of-n
+reference points of pi0: ``best_of_<n>/gold_reward`` (best of n pi0 samples by
+gold reward) and ``best_of_<n>/kl`` = log n - (n - 1)/n, the analytic KL of
+best-of-n sampling (Beirami et al. 2024 give it as an upper bound).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from rlhf_env.errors import InvalidArgumentError
 from rlhf_env.oracles import sigmoid
 from rlhf_env.policies import Policy
 
-__all__ = ["evaluate", "exact_metrics"]
+__all__ = ["evaluate", "exact_metrics", "sampled_metrics"]
 
 
 def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
@@ -46,10 +56,7 @@ def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
                 f"evaluation on an exact env is exact and takes no options, got {sorted(options)}"
             )
         return exact_metrics(policy, base)
-    raise NotImplementedError(
-        f"{type(base).__name__} has no evaluation: it is neither exact (a catalog of "
-        "candidates) nor a sampled language env"
-    )
+    return sampled_metrics(policy, base, **options)
 
 
 def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
@@ -97,3 +104,71 @@ def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
         "reference_objective": reference,
         "normalized_score": (objective - reference) / (optimal - reference),
     }
+
+
+def _mean_stderr(per_prompt: np.ndarray) -> tuple[float, float]:
+    n = len(per_prompt)
+    sd = float(per_prompt.std(ddof=1)) if n > 1 else float("nan")
+    return float(per_prompt.mean()), float(sd / np.sqrt(n))
+
+
+def sampled_metrics(
+    policy: Policy,
+    env: Any,
+    *,
+    n_prompts: int | None = None,
+    n_samples: int = 4,
+    seed: int = 0,
+    temperature: float = 1.0,
+    best_of_n: tuple[int, ...] = (1, 4, 16),
+) -> dict[str, float]:
+    """Monte Carlo metrics on a sampled env; see the module docstring.
+
+    Args:
+        n_prompts: the first ``n_prompts`` held-out prompts (default: all of them).
+        n_samples: policy (and pi0) samples per prompt.
+        seed: seeds the sampling generator, so an evaluation is reproducible.
+        temperature: the policy's sampling temperature.
+        best_of_n: the n of the best-of-n reference points (empty to skip).
+    """
+    prompts = list(env.eval_prompts[:n_prompts] if n_prompts else env.eval_prompts)
+    if not prompts or n_samples < 1:
+        raise InvalidArgumentError(
+            f"need at least one prompt and one sample (n_prompts={n_prompts}, "
+            f"n_samples={n_samples})"
+        )
+    p, m = len(prompts), n_samples
+    gen = torch.Generator().manual_seed(seed)
+    reference = env.reference
+    flat_p = [x for x in prompts for _ in range(m)]
+    ys = [y for row in policy.sample(prompts, n=m, temperature=temperature, generator=gen)
+          for y in row]
+    ref_ys = [y for row in reference.sample(prompts, n=m, generator=gen) for y in row]
+    with torch.no_grad():
+        log_ratio = (policy.log_prob(flat_p, ys).double().cpu()
+                     - reference.log_prob(flat_p, ys).double().cpu()).numpy()
+    r = env._gold_reward(flat_p, ys)
+    r_ref = env._gold_reward(flat_p, ref_ys)
+    win = sigmoid((r - r_ref) / env._oracle.temperature)
+
+    def per_prompt(v: np.ndarray) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64).reshape(p, m).mean(axis=1)
+
+    out: dict[str, float] = {}
+    for key, values in (
+        ("gold_reward", r),
+        ("kl", log_ratio),
+        ("objective", r - env.eta * log_ratio),
+        ("win_rate", win),
+        ("mean_length", np.array([len(y) for y in ys], dtype=np.float64)),
+    ):
+        out[key], out[f"{key}_stderr"] = _mean_stderr(per_prompt(values))
+    if best_of_n:
+        n_max = max(best_of_n)
+        pool = [y for row in reference.sample(prompts, n=n_max, generator=gen) for y in row]
+        rb = env._gold_reward([x for x in prompts for _ in range(n_max)], pool).reshape(p, n_max)
+        for n in sorted(set(best_of_n)):
+            out[f"best_of_{n}/gold_reward"] = float(rb[:, :n].max(axis=1).mean())
+            out[f"best_of_{n}/kl"] = float(np.log(n) - (n - 1) / n)
+    out["n_prompts"], out["n_samples"] = float(p), float(m)
+    return out

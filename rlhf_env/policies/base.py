@@ -95,6 +95,11 @@ class Policy(torch.nn.Module, ABC):
             raise DataError(f"{path} holds a {type(policy).__name__}, not a {cls.__name__}")
         return policy
 
+    @classmethod
+    def _load_dir(cls, path: Path, config: dict[str, Any]) -> Policy:
+        """Rebuild from a folder written by :meth:`save` (overridden by LM policies)."""
+        return cls.from_config(config, load_file(str(path / WEIGHTS_NAME)))
+
     def load_weights(self, path: str | Path) -> Policy:
         """Load saved weights into this policy (same architecture); returns self."""
         self.load_state_dict(load_file(str(Path(path) / WEIGHTS_NAME)))
@@ -116,5 +121,4 @@ def load_policy(path: str | Path) -> Policy:
         raise DataError(
             f"{meta_file} names policy class {name!r}; known: {sorted(_POLICY_CLASSES)}"
         )
-    state = load_file(str(path / WEIGHTS_NAME))
-    return _POLICY_CLASSES[name].from_config(meta.get("config", {}), state)
+    return _POLICY_CLASSES[name]._load_dir(path, meta.get("config", {}))

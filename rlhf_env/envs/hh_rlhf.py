@@ -1,0 +1,255 @@
+"""HH-RLHF: Anthropic's helpful/harmless dialogues, a reference LM and a gold reward model."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import numpy as np
+
+from rlhf_env.core import RLHFEnv, check_seed, resolve_setting
+from rlhf_env.errors import DataError, InvalidArgumentError
+from rlhf_env.oracles import BradleyTerryOracle
+from rlhf_env.spaces import UnicodeText
+
+__all__ = ["HHRLHFEnv", "DEFAULT_REFERENCE", "DEFAULT_REWARD_MODEL", "TINY_PRESET"]
+
+# Research defaults at the scale of Xiong et al.'s HH-RLHF experiments (3B models):
+# the policy starts from an SFT model of OpenLLaMA-3B on the HH chosen responses (pass
+# your SFT checkpoint as reference_model), and the gold oracle is the open 3B
+# Bradley-Terry reward model trained on HH-RLHF by the same group (LMFlow / RAFT).
+DEFAULT_REFERENCE = "openlm-research/open_llama_3b_v2"
+DEFAULT_REWARD_MODEL = "weqweasdas/hh_rlhf_rm_open_llama_3b"
+
+# preset="tiny": sizes that build on a CPU in about a minute (cached afterwards)
+TINY_PRESET: dict[str, Any] = {
+    "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 256,
+    "sft_steps": 150, "rm_steps": 150, "batch_size": 16, "max_new_tokens": 48,
+    "max_train_rows": 2000,
+}
+
+
+class HHRLHFEnv(RLHFEnv):
+    r"""Dialogue prompts from Anthropic's HH-RLHF, answered by a causal LM.
+
+    ## Description
+    Prompts are HH-RLHF dialogues up to and including the last
+    ``\n\nAssistant:``; responses are the assistant's next turn. The data load
+    from the hub (``Anthropic/hh-rlhf`` through ``datasets``, one ``subset`` or
+    ``"all"``) or from a local copy (``data_dir``: a mirror of the dataset's
+    folders; ``data_files``: explicit files). Parsing drops and counts rows
+    whose two histories differ or whose response is empty
+    (``env.unwrapped.data_report``); ``strict=True`` raises on the first,
+    naming file and line. Train prompts and offline pairs come from the train
+    split, evaluation prompts from the test split. When only one split is
+    present (a partial local copy), ``eval_fraction`` of its prompts, chosen by
+    a hash of the prompt text, are held out for evaluation and the rest train;
+    ``data_report["eval_from"]`` says so.
+
+    ## Models
+    ``reference_model`` (pi0): a causal LM, hub id or local path (default
+    ``openlm-research/open_llama_3b_v2``; the paper's recipe first fine-tunes it
+    on the chosen responses, so pass your SFT checkpoint). ``reward_model``:
+    the gold oracle, a sequence-classification RM, hub id or local path
+    (default ``weqweasdas/hh_rlhf_rm_open_llama_3b``). Both need a GPU at this
+    scale (``device="cuda"``, ``dtype="bfloat16"``).
+
+    ``preset="tiny"`` runs on a CPU from a local copy: it trains a tiny
+    byte-level reference LM on the chosen dialogues and a tiny gold RM on the
+    pairs (BT loss), both cached under ``$RLHF_ENV_CACHE``. **It exercises the
+    pipeline; it is not a basis for research claims**: the models are far too
+    small to understand dialogue.
+
+    ## Objective, spaces, episodes
+    As every env of this package: J(pi) = E[r*] - eta KL(pi || pi0), preference
+    pairs (or single responses with ``feedback="reward"``), one-step episodes.
+    r* is the gold RM's score; preferences are Bradley-Terry over it.
+
+    ## Offline data
+    ``labels="human"``: the published HH preferences. ``labels="gold"``: the
+    same pairs with preferences resampled from the gold BT oracle (the protocol
+    when a gold RM stands in for people).
+
+    ## Arguments
+    setting, query_budget (default 4096), eta (0.1, the paper's), seed, feedback,
+    subset ("helpful-base"), data_dir, data_files (a path, a list, or a dict
+    ``{"train": ..., "test": ...}``), reference_model, reward_model, preset
+    (None or "tiny"), labels ("human"), strict (False), n_train_prompts
+    (default all), n_eval_prompts (256), n_offline (default all pairs),
+    max_new_tokens (128; 48 for the tiny preset), device ("auto"), dtype,
+    bt_temperature (1.0), eval_fraction (0.1).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    def __init__(
+        self,
+        *,
+        setting: str = "hybrid",
+        query_budget: int | None = None,
+        eta: float = 0.1,
+        seed: int | None = 0,
+        feedback: str = "preference",
+        subset: str | list[str] = "helpful-base",
+        data_dir: str | None = None,
+        data_files: Any = None,
+        reference_model: Any = DEFAULT_REFERENCE,
+        reward_model: Any = DEFAULT_REWARD_MODEL,
+        preset: str | None = None,
+        labels: str = "human",
+        strict: bool = False,
+        n_train_prompts: int | None = None,
+        n_eval_prompts: int = 256,
+        n_offline: int | None = None,
+        max_new_tokens: int | None = None,
+        device: str | None = "auto",
+        dtype: str | None = None,
+        bt_temperature: float = 1.0,
+        eval_fraction: float = 0.1,
+    ) -> None:
+        seed = check_seed(seed)
+        setting, budget = resolve_setting(setting, query_budget, default_budget=4096)
+        if preset not in (None, "tiny"):
+            raise InvalidArgumentError(f"preset must be None or 'tiny', got {preset!r}")
+        if labels not in ("human", "gold"):
+            raise InvalidArgumentError(f"labels must be 'human' or 'gold', got {labels!r}")
+        if not 0 < eval_fraction < 1:
+            raise InvalidArgumentError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
+        train_ds, eval_ds, self.data_report = _load_splits(
+            subset, data_dir, data_files, strict, eval_fraction
+        )
+        if preset == "tiny":
+            if max_new_tokens is None:
+                max_new_tokens = TINY_PRESET["max_new_tokens"]
+            reference, rm = _tiny_models(train_ds)
+        else:
+            reference, rm = _hub_models(reference_model, reward_model, device, dtype)
+        reference.max_new_tokens = int(max_new_tokens or 128)
+        oracle = BradleyTerryOracle(rm, temperature=bt_temperature)
+        self.reward_model = None  # the gold RM is privileged: reach it through evaluate()
+
+        rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0x44]))
+        train_prompts = list(dict.fromkeys(train_ds["prompt"]))
+        eval_prompts = list(dict.fromkeys(eval_ds["prompt"]))
+        rng.shuffle(train_prompts)
+        rng.shuffle(eval_prompts)
+        if n_train_prompts is not None:
+            train_prompts = train_prompts[:n_train_prompts]
+        eval_prompts = eval_prompts[:n_eval_prompts]
+        if not train_prompts or not eval_prompts:
+            raise DataError(f"no usable prompts after parsing: {self.data_report}")
+        offline = None
+        if setting != "online":
+            offline = train_ds
+            if n_offline is not None:
+                offline = offline.select(sorted(rng.permutation(len(offline))[:n_offline]))
+            if labels == "gold":
+                offline = _relabel(offline, oracle, rng)
+        elif n_offline:
+            raise InvalidArgumentError(f"setting='online' has no offline data, got n_offline={n_offline}")
+        longest = max(len(p) for p in train_prompts + eval_prompts)
+        self._setup(
+            train_prompts=train_prompts, eval_prompts=eval_prompts, reference=reference,
+            oracle=oracle, eta=eta, setting=setting, query_budget=budget,
+            offline_dataset=offline, feedback=feedback, seed=seed,
+            response_space=UnicodeText(2048), max_prompt_length=max(longest, 1),
+        )
+
+
+def _hash_fraction(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _load_splits(subset: Any, data_dir: Any, data_files: Any, strict: bool,
+                 eval_fraction: float) -> tuple[Any, Any, dict[str, Any]]:
+    from rlhf_env.data.hh_rlhf import load_hh_rlhf, local_files
+
+    if isinstance(data_files, dict):
+        unknown = set(data_files) - {"train", "test"}
+        if unknown:
+            raise DataError(f"data_files keys must be 'train' and/or 'test', got {sorted(unknown)}")
+        per = {s: load_hh_rlhf(subset=subset, split=s, data_files=f, strict=strict)
+               for s, f in data_files.items()}
+    elif data_files is not None:
+        per = {"test": load_hh_rlhf(subset=subset, split="test", data_files=data_files,
+                                    strict=strict)}
+    elif data_dir is not None:
+        subsets = ["helpful-base", "helpful-online", "helpful-rejection-sampled",
+                   "harmless-base"] if subset == "all" else (
+                       [subset] if isinstance(subset, str) else list(subset))
+        per = {s: load_hh_rlhf(subset=subset, split=s, data_dir=data_dir, strict=strict)
+               for s in ("train", "test") if local_files(data_dir, subsets, s)}
+        if not per:
+            raise DataError(f"no train or test split for {subset!r} under {data_dir!r}")
+    else:
+        per = {s: load_hh_rlhf(subset=subset, split=s, strict=strict) for s in ("train", "test")}
+    report: dict[str, Any] = {
+        "rows": sum(r["rows"] for _, r in per.values()),
+        "kept": sum(r["kept"] for _, r in per.values()),
+        "dropped": {k: sum(r["dropped"][k] for _, r in per.values())
+                    for k in next(iter(per.values()))[1]["dropped"]},
+        "files": [f for _, r in per.values() for f in r["files"]],
+        "per_split": {s: r for s, (_, r) in per.items()},
+    }
+    if "train" in per and "test" in per:
+        report["eval_from"] = "the test split"
+        return per["train"][0], per["test"][0], report
+    only, (ds, _) = next(iter(per.items()))
+    held = [_hash_fraction(p) < eval_fraction for p in ds["prompt"]]
+    warnings.warn(
+        f"HH-RLHF: only the {only!r} split was found; holding out {eval_fraction:.0%} of its "
+        "prompts (by hash) for evaluation and training on the rest", stacklevel=3
+    )
+    report["eval_from"] = f"{eval_fraction:.0%} of the {only} split's prompts, by hash"
+    eval_idx = [i for i, h in enumerate(held) if h]
+    train_idx = [i for i, h in enumerate(held) if not h]
+    return ds.select(train_idx), ds.select(eval_idx), report
+
+
+def _tiny_models(train_ds: Any) -> tuple[Any, Any]:
+    from rlhf_env.lm.reward_model import RewardModel
+    from rlhf_env.lm.tiny import TinyLMConfig, cached_reward_model, cached_tiny_lm, load_tiny_lm
+
+    t = TINY_PRESET
+    rows = train_ds.select(range(min(len(train_ds), t["max_train_rows"])))
+    cfg = TinyLMConfig(n_layer=t["n_layer"], n_embd=t["n_embd"], n_head=t["n_head"],
+                       n_positions=t["n_positions"])
+    with warnings.catch_warnings():  # long dialogues are cut to the tiny context, by design
+        warnings.filterwarnings("ignore", message=".*exceeds the context.*")
+        lm_dir = cached_tiny_lm("hh_rlhf_tiny_reference", cfg, rows["prompt"], rows["chosen"],
+                                steps=t["sft_steps"], batch_size=t["batch_size"], lr=3e-3)
+        rm_dir = cached_reward_model("hh_rlhf_tiny_rm", cfg, rows["prompt"], rows["chosen"],
+                                     rows["rejected"], steps=t["rm_steps"],
+                                     batch_size=t["batch_size"])
+    return load_tiny_lm(lm_dir), RewardModel(str(rm_dir))
+
+
+def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
+    from rlhf_env.lm.reward_model import RewardModel
+    from rlhf_env.policies.causal_lm import CausalLMPolicy, _resolve_device, _resolve_dtype
+
+    hint = ("pass reference_model= and reward_model= (local folders or reachable hub ids), "
+            "or preset='tiny' with data_dir= for a CPU run")
+    try:
+        reference = (reference_model if hasattr(reference_model, "log_prob")
+                     else CausalLMPolicy(reference_model, device=device, dtype=dtype))
+    except DataError as e:
+        raise DataError(f"HH-RLHF-v0 reference_model: {e}. {hint}") from e
+    try:
+        rm = reward_model if callable(reward_model) and not isinstance(reward_model, str) else \
+            RewardModel(reward_model, device=_resolve_device(device), dtype=_resolve_dtype(dtype))
+    except DataError as e:
+        raise DataError(f"HH-RLHF-v0 reward_model: {e}. {hint}") from e
+    return reference, rm
+
+
+def _relabel(ds: Any, oracle: BradleyTerryOracle, rng: np.random.Generator) -> Any:
+    """The same pairs, preferences resampled from the gold BT oracle."""
+    y, _, _ = oracle.preferences(ds["prompt"], ds["chosen"], ds["rejected"], rng)
+    first = y.astype(bool)
+    chosen = [c if f else r for c, r, f in zip(ds["chosen"], ds["rejected"], first)]
+    rejected = [r if f else c for c, r, f in zip(ds["chosen"], ds["rejected"], first)]
+    return ds.remove_columns(["chosen", "rejected"]).add_column("chosen", chosen).add_column(
+        "rejected", rejected)
