@@ -4,13 +4,15 @@ from gymnasium.utils.env_checker import check_env
 
 import rlhf_env
 from rlhf_env.errors import InvalidKwargError, UnknownEnvError
-
-# small kwargs per id keep the registry walk fast; empty means the defaults
-SMALL: dict[str, dict] = {}
+from tests.conftest import SMALL_KWARGS as SMALL
+from tests.conftest import require_hh_data
 
 
 @pytest.mark.parametrize("env_id", rlhf_env.list_envs())
 def test_check_env_every_registered_id(env_id):
+    """Every id, made with its defaults (small configs for the language envs)."""
+    if env_id.startswith("HH-RLHF"):
+        require_hh_data()
     env = rlhf_env.make(env_id, **SMALL.get(env_id, {}))
     check_env(env.unwrapped)
     # and through Gymnasium's own make, with its wrappers

@@ -50,12 +50,21 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return table[dtype]
 
 
+_LM_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
 def load_causal_lm(name_or_path: str | Path, **kwargs: Any) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a hub id or a local folder, with clear errors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     where = str(name_or_path)
     try:
+        archs = getattr(AutoConfig.from_pretrained(where), "architectures", None) or []
+        if archs and not any(a.endswith(_LM_HEADS) for a in archs):
+            raise DataError(
+                f"{where!r} is not a causal language model: its config names {archs}; "
+                "pass a model with a language-modelling head (e.g. ...ForCausalLM)"
+            )
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except ValueError as e:  # e.g. "Unrecognized configuration class ... for AutoModelForCausalLM"
