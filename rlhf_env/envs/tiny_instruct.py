@@ -56,9 +56,10 @@ class TinyInstructEnv(RLHFEnv):
     labelled by the BT oracle over r*. ``n_eval_prompts`` held-out prompts,
     disjoint from the train prompts, are for evaluation.
 
-    ## Measured (CPU, 2 cores; ``benchmarks/tiny_instruct_pi0.py``)
-    See ``benchmarks/README.md`` for pi0's gold reward against best-of-16 and the
-    time to build pi0 (cached after the first build).
+    ## Measured (CPU, 2 cores; ``benchmarks/tiny_instruct_pi0.py --fresh``)
+    Default size, 128 held-out prompts x 16 samples: pi0's gold reward is
+    1.94 ± 0.05; best-of-4 of pi0 scores 3.27 and best-of-16 3.91 (of 4).
+    Building pi0 takes about 112 s on first use; it is cached afterwards.
 
     ## Arguments
     setting, query_budget (default 2048), eta (0.5), seed (prompt split,

@@ -95,24 +95,29 @@ class RewardModel:
     def score_tensor(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """Rewards as a float tensor of shape ``(n,)`` (differentiable; for training)."""
         texts = [self.format_fn(p, r) for p, r in zip(prompts, responses)]
+        enc = []
+        for t in texts:
+            ids = list(self.tokenizer(t, add_special_tokens=True)["input_ids"])
+            if len(ids) > self.max_length:
+                self.truncated += 1
+                ids = ids[-self.max_length :]
+            enc.append(ids)
+        # batch sequences of similar length together (less padding), then restore the order
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
         out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = [list(self.tokenizer(t, add_special_tokens=True)["input_ids"])
-                   for t in texts[i : i + self.batch_size]]
-            for j, e in enumerate(enc):
-                if len(e) > self.max_length:
-                    self.truncated += 1
-                    enc[j] = e[-self.max_length :]
-            width = max(len(e) for e in enc)
-            ids = torch.full((len(enc), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(enc), width), dtype=torch.long)
-            for j, e in enumerate(enc):  # right padding; the score is read at the last real token
+        for i in range(0, len(order), self.batch_size):
+            chunk = [enc[j] for j in order[i : i + self.batch_size]]
+            width = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, e in enumerate(chunk):  # right padding; the score is read at the last real token
                 ids[j, : len(e)] = torch.tensor(e)
                 mask[j, : len(e)] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            hidden = self._last_token_scores(ids, mask)
-            out.append(hidden)
-        return torch.cat(out) if out else torch.zeros(0)
+            out.append(self._last_token_scores(ids.to(self.device), mask.to(self.device)))
+        if not out:
+            return torch.zeros(0)
+        scores = torch.cat(out)
+        return scores[torch.argsort(torch.tensor(order, device=scores.device))]
 
     def _last_token_scores(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Read the score at the last real token by length, not by searching for pad ids

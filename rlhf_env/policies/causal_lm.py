@@ -190,9 +190,11 @@ class CausalLMPolicy(Policy):
                 f"log_prob got {len(prompts)} prompts and {len(responses)} responses"
             )
         pairs = [self._split(p, r) for p, r in zip(prompts, responses)]
+        # batch sequences of similar length together (less padding), then restore the order
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         out, lens = [], []
-        for i in range(0, len(pairs), self.batch_size):
-            chunk = pairs[i : i + self.batch_size]
+        for i in range(0, len(order), self.batch_size):
+            chunk = [pairs[j] for j in order[i : i + self.batch_size]]
             total = [len(c) + len(r) for c, r in chunk]
             width = max(total)
             ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
@@ -211,7 +213,8 @@ class CausalLMPolicy(Policy):
             lens.append(resp_mask.sum(-1))
         if not out:
             return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long)
-        return torch.cat(out), torch.cat(lens)
+        inverse = torch.argsort(torch.tensor(order, device=self.device))
+        return torch.cat(out)[inverse], torch.cat(lens)[inverse]
 
     def log_prob(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         if self._lp_cache is None or torch.is_grad_enabled() and any(
