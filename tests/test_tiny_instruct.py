@@ -9,17 +9,19 @@ from rlhf_env.envs import tiny_tasks as T
     "prompt, response, reward",
     [
         ("sort d b a =", " a b d", 4.0),
-        ("sort d b a =", " a b d ok", 4.0),          # one filler is free
-        ("sort d b a =", " a b d ok ok", 3.0),       # each further filler costs 1
-        ("sort d b a =", " a d b", 4.0 / 3),          # 1 of 3 positions right
-        ("sort d b a =", " a b", 4.0 * 2 / 3),        # 2 right of max(2, 3)
-        ("sort d b a =", " a b d d", 4.0 * 3 / 4),    # 3 right of max(4, 3)
+        ("sort d b a =", " a b d ok", 4.0),                  # one filler is free
+        ("sort d b a =", " a b d ok ok", 3.0),               # each further filler costs 1
+        ("sort d b a =", " a d b", 4 * (0.7 / 3 + 0.3)),     # 1 of 3 positions, all 3 items
+        ("sort d b a =", " a b", 4 * (0.7 * 2 / 3 + 0.3 * 2 / 3)),  # over max(2, 3)
+        ("sort d b a =", " a b d d", 4 * (0.7 * 3 / 4 + 0.3 * 3 / 4)),  # over max(4, 3)
+        ("sort d b a =", " c c c", 0.0),
         ("rev d b a =", " a b d", 4.0),
         ("max 3 7 2 =", " 7", 4.0),
-        ("max 3 7 2 =", " 6", 2.0),                  # off by one: half credit
-        ("max 3 7 2 =", " 2", 0.0),
+        ("max 3 7 2 =", " 6", 3.0),                         # 1 - 1/4
+        ("max 3 7 2 =", " 2", 0.0),                         # off by 5
+        ("max 3 7 2 =", " 7 7", 0.0),                       # one integer, please
         ("count b : a b b c =", " 2", 4.0),
-        ("count b : a b b c =", " 3 ok ok ok", 2.0 - 2.0),
+        ("count b : a b b c =", " 4 ok ok ok", 2.0 - 2.0),
         ("count b : a b b c =", "", 0.0),
     ],
 )

@@ -2,14 +2,20 @@
 
 A prompt is one instruction over a few symbols, ending in ``" ="``:
 
-=========  ===================  ==========  ====================================
-task       prompt               answer      partial credit
-=========  ===================  ==========  ====================================
-sort       ``sort d b a =``     `` a b d``  fraction of positions right
-rev        ``rev d b a =``      `` a b d``  fraction of positions right
-max        ``max 3 7 2 =``      `` 7``      1; 0.5 if off by one
-count      ``count b : a b b =`` `` 2``      1; 0.5 if off by one
-=========  ===================  ==========  ====================================
+=========  ===================  ==========  ============================================
+task       prompt               answer      partial credit in [0, 1]
+=========  ===================  ==========  ============================================
+sort       ``sort d b a =``     `` a b d``  0.7 * positions right + 0.3 * items right
+rev        ``rev d b a =``      `` a b d``  0.7 * positions right + 0.3 * items right
+max        ``max 3 7 2 =``      `` 7``      max(0, 1 - |said - right| / 4)
+count      ``count b : a b b =`` `` 2``      max(0, 1 - |said - right| / 4)
+=========  ===================  ==========  ============================================
+
+"positions right" is the fraction of positions i with said[i] == answer[i],
+"items right" the size of the multiset intersection, both over
+max(len(said), len(answer)); a number answer must be one integer. The graded
+credit keeps different wrong answers from tying, so preferences between them
+carry information.
 
 The gold reward (a program, :func:`gold_reward`) is
 
@@ -28,6 +34,8 @@ wrong number), so a model fine-tuned on them is mediocre.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -87,13 +95,13 @@ def gold_reward(prompt: str, response: str) -> float:
     n_ok = sum(w == FILLER for w in words)
     said = [w for w in words if w != FILLER]
     target = answer(prompt)
-    if len(target) > 1 or _parse(prompt)[0] in ("sort", "rev"):
-        right = sum(a == b for a, b in zip(said, target))
-        credit = right / max(len(said), len(target))
-    elif said == target:
-        credit = 1.0
-    elif len(said) == 1 and said[0].isdigit() and abs(int(said[0]) - int(target[0])) == 1:
-        credit = 0.5
+    if _parse(prompt)[0] in ("sort", "rev"):
+        n = max(len(said), len(target))
+        positions = sum(a == b for a, b in zip(said, target)) / n
+        items = sum((Counter(said) & Counter(target)).values()) / n
+        credit = 0.7 * positions + 0.3 * items
+    elif len(said) == 1 and said[0].isdigit():
+        credit = max(0.0, 1.0 - abs(int(said[0]) - int(target[0])) / 4)
     else:
         credit = 0.0
     return SCALE * credit - FILLER_PENALTY * max(0, n_ok - 1)

@@ -61,6 +61,13 @@ class Policy(torch.nn.Module, ABC):
             twin.freeze()
         return twin
 
+    def trainable_copy(self) -> Policy:
+        """A deep copy with gradients on and in train mode (e.g. a policy initialised at pi0)."""
+        twin = _copy.deepcopy(self)
+        twin.requires_grad_(True)
+        twin.train()
+        return twin
+
     def freeze(self) -> Policy:
         """Turn off gradients and put the policy in eval mode (in place); returns self."""
         self.requires_grad_(False)

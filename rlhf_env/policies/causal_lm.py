@@ -145,6 +145,11 @@ class CausalLMPolicy(Policy):
         self._lp_cache = {}  # frozen: log-probs never change, so remember them
         return self
 
+    def trainable_copy(self) -> CausalLMPolicy:
+        twin = super().trainable_copy()
+        twin._lp_cache = None  # log-probs change while training
+        return twin
+
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 

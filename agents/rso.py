@@ -1,0 +1,195 @@
+"""Statistical rejection sampling optimisation (RSO; Liu et al. 2023) and its multi-step form.
+
+RSO (offline): fit a BT reward model r on the offline data; for each prompt
+draw N candidates from pi0 and accept some by statistical rejection sampling
+towards the Gibbs policy pi0 * exp(r / eta) (Liu et al. 2023, Algorithm 1):
+pick a not-yet-accepted candidate uniformly, accept it with probability
+exp((r - r_max) / eta), r_max the largest reward among the not-yet-accepted;
+repeat until enough are accepted (never more than there are candidates).
+Pair the accepted (consecutively, order flipped at random), label each pair
+with the fitted RM, and train DPO (sigmoid or hinge-norm) on them. Labels are
+``"hard"`` (chosen = the higher reward, as in RSO) or ``"soft"`` (the BT
+probability sigmoid(r_c - r_r) as the target of the sigmoid loss, whose
+optimum is then exactly the Gibbs policy of r). Soft is the default: hard
+labels from a fitted RM make the pairs separable, so the sigmoid loss has no
+finite minimiser (on LinearBT a log-linear policy's KL then runs past 2 nats
+within a few hundred steps).
+
+Multi-step RSO (Xiong et al. 2024, §5): the annealed chain
+pi0 -> pi0 e^{r/eta_1} -> ... -> pi0 e^{r/eta_N}, eta_1 > ... > eta_N = eta.
+Stage k proposes from the policy trained at stage k-1 and accepts with the
+exact density ratio to its target, log w = log pi0 - log pi_{k-1} + r / eta_k
+(at stage 1 this is RSO's rule); its pairs train pi_k by DPO with beta = eta_k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.base import check, register_agent
+from agents.dpo import DPOConfig, PreferenceAgent
+from agents.reward_models import fit_reward_model
+from agents.trainer import PreferenceData
+from rlhf_env.policies import Policy
+
+__all__ = ["statistical_rejection_sampling", "RSOConfig", "RSOAgent", "MultiStepRSOConfig",
+           "MultiStepRSOAgent"]
+
+
+def statistical_rejection_sampling(log_w: np.ndarray, n_accept: int, rng: np.random.Generator,
+                                   max_proposals: int = 100_000) -> tuple[list[int], int]:
+    """Accept up to ``n_accept`` of the candidates, without replacement.
+
+    ``log_w[i]`` is the log of the (unnormalised) ratio target/proposal of candidate i;
+    a proposal i is accepted with probability exp(log_w[i] - max over the not-yet-accepted).
+    Returns ``(accepted indices in acceptance order, proposals made)``.
+    """
+    remaining = list(range(len(log_w)))
+    accepted: list[int] = []
+    proposals = 0
+    want = min(n_accept, len(remaining))  # guard: never more than there are candidates
+    while len(accepted) < want and proposals < max_proposals:
+        j = remaining[int(rng.integers(len(remaining)))]
+        proposals += 1
+        top = max(log_w[i] for i in remaining)
+        if rng.random() < np.exp(log_w[j] - top):
+            accepted.append(j)
+            remaining.remove(j)
+    return accepted, proposals
+
+
+@dataclasses.dataclass
+class RSOConfig(DPOConfig):
+    """N candidates per prompt, up to ``n_accepted`` accepted (n_accepted // 2 pairs)."""
+
+    n_candidates: int = 16
+    n_accepted: int = 4
+    n_prompts: int | None = None  # default: every distinct prompt of the offline data
+    rs_eta: float | None = None  # the target's temperature; default the env's eta
+    reward_model: str = "auto"
+    labels: str = "soft"  # "soft": target P = sigmoid(r_c - r_r); "hard": chosen = higher r (RSO)
+
+    def validate(self, env: Any) -> None:
+        super().validate(env)
+        check(self.n_candidates >= 2, f"n_candidates must be >= 2, got {self.n_candidates!r}")
+        check(2 <= self.n_accepted <= self.n_candidates,
+              f"n_accepted must be in [2, n_candidates={self.n_candidates}], got {self.n_accepted!r}")
+        check(self.rs_eta is None or self.rs_eta > 0, f"rs_eta must be > 0, got {self.rs_eta!r}")
+        check(self.labels in ("hard", "soft"), f"labels must be 'hard' or 'soft', got {self.labels!r}")
+        check(self.labels == "hard" or self.loss_type == "sigmoid",
+              "labels='soft' needs loss_type='sigmoid' (soft labels are a cross-entropy)")
+        check(env.offline_dataset is not None and len(env.offline_dataset) > 0,
+              f"{type(self).__name__[:-6].lower()} fits its reward model on offline data: "
+              "make the env with setting='offline' or 'hybrid'")
+
+
+class _RejectionSamplingAgent(PreferenceAgent):
+    """Shared machinery: the fitted RM, one rejection-sampling stage, labelling."""
+
+    def _setup_rm(self) -> None:
+        self.offline = PreferenceData.from_dataset(self.u.offline_dataset)
+        self.rm = fit_reward_model(self.u, self.offline, kind=self.config.reward_model,
+                                   seed=self.config.seed)
+        prompts = list(dict.fromkeys(self.offline.prompts))
+        n = self.config.n_prompts
+        if n is not None:
+            idx = np.random.default_rng(self.seed_for(4)).permutation(len(prompts))[:n]
+            prompts = [prompts[i] for i in sorted(idx)]
+        self.prompts = prompts
+
+    def _stage(self, proposal: Policy, eta_k: float, stage: int) -> tuple[PreferenceData, float]:
+        """Sample, accept, pair and label for one target pi0 * exp(r / eta_k)."""
+        c, ref = self.config, self.u.reference
+        cands = proposal.sample(self.prompts, n=c.n_candidates, generator=self.generator(5, stage))
+        flat_p = [p for p, row in zip(self.prompts, cands) for _ in row]
+        flat_y = [y for row in cands for y in row]
+        r = np.asarray(self.rm(flat_p, flat_y), dtype=np.float64).reshape(len(self.prompts), -1)
+        log_w = r / eta_k
+        if proposal is not ref:
+            with torch.no_grad():
+                log_w = log_w + (ref.log_prob(flat_p, flat_y) - proposal.log_prob(flat_p, flat_y)
+                                 ).double().cpu().numpy().reshape(r.shape)
+        rng = np.random.default_rng(self.seed_for(6, stage))
+        soft = c.labels == "soft"
+        data = PreferenceData(confidence=[] if soft else None)
+        accepted_total, proposals_total = 0, 0
+        for p, row, lw, rr in zip(self.prompts, cands, log_w, r):
+            acc, props = statistical_rejection_sampling(lw, c.n_accepted, rng)
+            accepted_total += len(acc)
+            proposals_total += props
+            for a, b in zip(acc[0::2], acc[1::2]):
+                if rng.random() < 0.5:  # flip the order at random
+                    a, b = b, a
+                if rr[a] == rr[b]:
+                    continue  # a tie (often the same response twice): no preference
+                win, lose = (a, b) if rr[a] > rr[b] else (b, a)
+                conf = [1.0 / (1.0 + np.exp(rr[lose] - rr[win]))] if soft else None
+                data.extend([p], [row[win]], [row[lose]], conf)
+        rate = accepted_total / max(1, proposals_total)
+        self.logger.log({"train/acceptance_rate": rate, "train/rs_pairs": len(data),
+                         "train/rs_eta": eta_k}, self.global_step)
+        return data, rate
+
+
+@register_agent("rso")
+class RSOAgent(_RejectionSamplingAgent):
+    """RSO: rejection-sampled pairs from pi0 towards pi0 e^{r/eta}, labelled by a fitted RM."""
+
+    Config = RSOConfig
+    description = "statistical rejection sampling optimisation (Liu et al. 2023)"
+
+    def learn(self, callback: Any = None, resume_from: Any = None) -> RSOAgent:
+        self._setup_rm()
+        eta = self.config.rs_eta or self.u.eta
+        data, rate = self._stage(self.u.reference, eta, 0)
+        self.policy = self._new_policy()
+        result = self._train(self.policy, data, beta=self.config.beta or eta)
+        if callback is not None:
+            callback(self, {"iteration": 0, "acceptance_rate": rate, **result.final_metrics})
+        self.logger.close()
+        return self
+
+
+@dataclasses.dataclass
+class MultiStepRSOConfig(RSOConfig):
+    """``schedule``: eta_k / eta for each stage, decreasing, ending at 1.0 (eta_N = eta)."""
+
+    schedule: tuple[float, ...] = (4.0, 2.0, 1.0)
+
+    def validate(self, env: Any) -> None:
+        super().validate(env)
+        s = tuple(self.schedule)
+        check(len(s) >= 1 and all(a > b for a, b in zip(s, s[1:])) and abs(s[-1] - 1.0) < 1e-12,
+              f"schedule must decrease strictly and end at 1.0 (eta_N = eta), got {s!r}")
+
+
+@register_agent("multi_step_rso")
+class MultiStepRSOAgent(_RejectionSamplingAgent):
+    """Multi-step rejection sampling along the annealed chain pi0 -> ... -> pi0 e^{r/eta}."""
+
+    Config = MultiStepRSOConfig
+    description = "multi-step rejection sampling along an annealed chain (Xiong et al. 2024)"
+
+    def learn(self, callback: Any = None, resume_from: Any = None) -> MultiStepRSOAgent:
+        self._setup_rm()
+        eta = self.config.rs_eta or self.u.eta
+        proposal: Policy = self.u.reference
+        bar = tqdm(self.config.schedule, desc="multi_step_rso", disable=self.progress_disabled)
+        for k, mult in enumerate(bar):
+            eta_k = mult * eta
+            data, rate = self._stage(proposal, eta_k, k)
+            policy = self._new_policy()
+            result = self._train(policy, data, beta=eta_k, seed_tag=k)
+            proposal = self.policy = policy.copy(frozen=True)
+            if callback is not None and callback(self, {"iteration": k, "eta_k": eta_k,
+                                                        "acceptance_rate": rate,
+                                                        **result.final_metrics}) is False:
+                break
+        bar.close()
+        self.logger.close()
+        return self

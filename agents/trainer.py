@@ -1,0 +1,222 @@
+"""The preference-optimisation loop every DPO-style agent shares.
+
+``train_preferences`` trains a policy on (prompt, chosen, rejected) triples
+with a loss from :mod:`agents.losses`, the reference fixed. Reference
+log-probs are computed once, before the first step. Pairs whose two
+responses are identical carry no preference and are dropped (counted).
+
+Batches: each optimiser step sees ``batch_size`` pairs, processed in
+micro-batches of ``micro_batch_size``; every micro-batch's summed loss is
+divided by the *whole* batch's size, so the gradient is the same whatever the
+split (1 x 8 or 4 x 2). Under ``accelerate launch`` (several processes) each
+process takes its share of every batch and gradients are summed across
+processes, which again gives the gradient of the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from agents.losses import preference_loss
+from rlhf_env.policies import Policy
+
+__all__ = ["PreferenceData", "TrainResult", "train_preferences", "reference_log_probs",
+           "distributed_context"]
+
+
+METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
+               "rewards/accuracies", "logps/chosen", "logps/rejected")
+
+
+@dataclass
+class PreferenceData:
+    """Preference triples; ``chosen[i]`` was preferred to ``rejected[i]`` for ``prompts[i]``."""
+
+    prompts: list[str] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    confidence: list[float] | None = None  # P(chosen > rejected) for soft labels; None = hard
+
+    @classmethod
+    def from_dataset(cls, ds: Any) -> PreferenceData:
+        if ds is None:
+            return cls()
+        return cls(list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"]))
+
+    def extend(self, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+               confidence: Sequence[float] | None = None) -> None:
+        if (confidence is None) != (self.confidence is None) and len(self):
+            raise ValueError("cannot mix soft-labelled (confidence) and hard-labelled pairs")
+        if confidence is not None:
+            self.confidence = (self.confidence or []) + [float(c) for c in confidence]
+        self.prompts += list(prompts)
+        self.chosen += list(chosen)
+        self.rejected += list(rejected)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def without_ties(self) -> tuple[PreferenceData, int]:
+        keep = [i for i in range(len(self)) if self.chosen[i] != self.rejected[i]]
+        out = PreferenceData([self.prompts[i] for i in keep], [self.chosen[i] for i in keep],
+                             [self.rejected[i] for i in keep],
+                             None if self.confidence is None else [self.confidence[i] for i in keep])
+        return out, len(self) - len(keep)
+
+    def to_dataset(self) -> Any:
+        import datasets
+
+        return datasets.Dataset.from_dict(
+            {"prompt": self.prompts, "chosen": self.chosen, "rejected": self.rejected})
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    dropped_ties: int
+    final_metrics: dict[str, float]
+
+
+class _Single:
+    """Stand-in for an ``accelerate.Accelerator`` when one process trains."""
+
+    process_index, num_processes, is_main_process = 0, 1, True
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        return tensor
+
+
+def distributed_context() -> Any:
+    """An ``accelerate.Accelerator`` when launched on several processes, else a no-op stand-in."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        return Accelerator(cpu=not torch.cuda.is_available())
+    return _Single()
+
+
+@torch.no_grad()
+def reference_log_probs(reference: Policy, data: PreferenceData, batch_size: int = 256
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi0 of every chosen and rejected response, computed once, shape ``(n,)`` each."""
+    out_c, out_r = [], []
+    for i in range(0, len(data), batch_size):
+        sl = slice(i, i + batch_size)
+        out_c.append(reference.log_prob(data.prompts[sl], data.chosen[sl]).detach().double().cpu())
+        out_r.append(reference.log_prob(data.prompts[sl], data.rejected[sl]).detach().double().cpu())
+    if not out_c:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    return torch.cat(out_c), torch.cat(out_r)
+
+
+def accumulate_gradients(
+    policy: Policy, data: PreferenceData, idx: list[int], ref_c: torch.Tensor,
+    ref_r: torch.Tensor, *, beta: float, loss_type: str, label_smoothing: float,
+    soft: torch.Tensor | None, micro_batch_size: int, batch_len: int,
+) -> dict[str, float]:
+    """Backward the loss of pairs ``idx`` in micro-batches, each scaled by 1/``batch_len``.
+
+    Gradients accumulate in ``.grad``; the result is the gradient of the batch's mean
+    loss whatever the micro-batch size. Returns summed (not averaged) diagnostics.
+    """
+    sums: dict[str, float] = {}
+    for m0 in range(0, len(idx), micro_batch_size):
+        mb = idx[m0 : m0 + micro_batch_size]
+        prompts = [data.prompts[i] for i in mb]
+        pi_c = policy.log_prob(prompts, [data.chosen[i] for i in mb])
+        pi_r = policy.log_prob(prompts, [data.rejected[i] for i in mb])
+        dev, dt = pi_c.device, pi_c.dtype
+        eps = label_smoothing if soft is None else soft[mb].to(dev, dt)
+        out = preference_loss(loss_type, pi_c, pi_r, ref_c[mb].to(dev, dt), ref_r[mb].to(dev, dt),
+                              beta, eps)
+        (out.losses.sum() / batch_len).backward()
+        sums["loss"] = sums.get("loss", 0.0) + float(out.losses.detach().sum())
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(mb)
+    return sums
+
+
+def train_preferences(
+    policy: Policy,
+    reference: Policy,
+    data: PreferenceData,
+    *,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    epochs: int = 1,
+    batch_size: int = 32,
+    micro_batch_size: int | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 10.0,
+    seed: int = 0,
+    logger: Any = None,
+    step_offset: int = 0,
+    log_prefix: str = "train/",
+    progress: bool | None = None,
+    accelerator: Any = None,
+) -> TrainResult:
+    """Minimise the preference loss over ``data`` for ``epochs`` passes; see the module docstring."""
+    data, ties = data.without_ties()
+    if len(data) == 0:
+        return TrainResult(0, ties, {})
+    acc = accelerator or distributed_context()
+    ref_c, ref_r = reference_log_probs(reference, data)
+    soft = None if data.confidence is None else 1.0 - torch.tensor(data.confidence, dtype=torch.float64)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    bs = min(batch_size, len(data))
+    mbs = min(micro_batch_size or bs, bs)
+    steps_per_epoch = math.ceil(len(data) / bs)
+    total = epochs * steps_per_epoch
+    policy.train()
+    metrics: dict[str, float] = {}
+    bar = tqdm(total=total, desc="preference steps", leave=False,
+               disable=(not acc.is_main_process) or (None if progress is None else not progress))
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen).tolist()
+        for start in range(0, len(order), bs):
+            batch = order[start : start + bs]
+            mine = batch[acc.process_index :: acc.num_processes]
+            opt.zero_grad(set_to_none=True)
+            sums = accumulate_gradients(
+                policy, data, mine, ref_c, ref_r, beta=beta, loss_type=loss_type,
+                label_smoothing=label_smoothing, soft=soft, micro_batch_size=mbs,
+                batch_len=len(batch))
+            if acc.num_processes > 1:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    p.grad = acc.reduce(p.grad, reduction="sum")
+                keys = list(METRIC_KEYS)  # the same keys on every process, even an idle one
+                tot = acc.reduce(torch.tensor([sums.get(k, 0.0) for k in keys], dtype=torch.float64,
+                                              device=params[0].device), reduction="sum")
+                sums = dict(zip(keys, tot.tolist()))
+                sums = sums if sums["loss"] or len(batch) else {}
+            if max_grad_norm is not None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+            else:
+                grad_norm = float(torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+            opt.step()
+            step += 1
+            metrics = {k: v / len(batch) for k, v in sums.items()}
+            metrics["grad_norm"] = grad_norm
+            if logger is not None and acc.is_main_process:
+                logger.log({log_prefix + k: v for k, v in metrics.items()}, step_offset + step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+    bar.close()
+    policy.eval()
+    return TrainResult(step, ties, metrics)

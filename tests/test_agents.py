@@ -1,0 +1,167 @@
+"""The agents on LinearBT-v0 (exact scores) and their interface. Figures: benchmarks/README.md."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+import rlhf_env
+from agents.policies import FiniteBestOfN
+from agents.rso import statistical_rejection_sampling
+from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, UnknownEnvError
+
+SEEDS = (0, 1, 2)
+
+
+def score(name, seed, env_id="LinearBT-v0", env_kwargs=None, **hp):
+    env = rlhf_env.make(env_id, seed=seed, **(env_kwargs or {}))
+    agent = agents.make(name, env, seed=seed, progress=False, **hp).learn()
+    return rlhf_env.evaluate(agent.policy, env), env
+
+
+def test_registry_and_errors():
+    assert {"dpo", "iterative_dpo", "rso", "multi_step_rso", "best_of_n", "reference"} <= set(
+        agents.list_agents())
+    env = rlhf_env.make("LinearBT-v0")
+    with pytest.raises(UnknownEnvError, match="Did you mean 'dpo'"):
+        agents.make("dpoo", env)
+    with pytest.raises(InvalidKwargError, match="'betta'.*Did you mean 'beta'"):
+        agents.make("dpo", env, betta=0.1)
+    with pytest.raises(InvalidArgumentError, match="loss_type must be one of"):
+        agents.make("dpo", env, loss_type="kto")
+    with pytest.raises(InvalidArgumentError, match="iterations x 600 prompts = 2400 queries"):
+        agents.make("iterative_dpo", env, iterations=4, prompts_per_iteration=600)
+    online = rlhf_env.make("LinearBT-v0", setting="online", query_budget=16)
+    with pytest.raises(InvalidArgumentError, match="dpo needs an offline dataset"):
+        agents.make("dpo", online).learn()
+    with pytest.raises(InvalidArgumentError, match="schedule must decrease"):
+        agents.make("multi_step_rso", env, schedule=(1.0, 2.0))
+
+
+def test_dpo_improves_over_reference_and_spends_nothing():
+    for seed in SEEDS:
+        m, env = score("dpo", seed)
+        assert m["normalized_score"] > 0.5
+        assert env.unwrapped.queries_used == 0
+
+
+def test_iterative_dpo_beats_dpo_and_spends_the_budget_exactly():
+    for seed in SEEDS:
+        it, env = score("iterative_dpo", seed)
+        off, _ = score("dpo", seed)
+        assert it["normalized_score"] > off["normalized_score"] + 0.05
+        assert env.unwrapped.queries_used == env.unwrapped.query_budget == 1024
+
+
+@pytest.mark.parametrize("name", ["rso", "multi_step_rso"])
+def test_rso_with_soft_labels_reaches_the_gibbs_policy_of_the_fitted_reward(name):
+    """Soft BT labels make DPO's optimum the Gibbs policy of the fitted reward r_hat; in the
+    log-linear class with a linear RM that optimum is reachable, whatever the proposal. An
+    independent oracle: the Gibbs policy log pi0 + r_hat / eta of the same ridge MLE."""
+    from agents.reward_models import LinearBTReward
+    from agents.trainer import PreferenceData
+    from rlhf_env.policies import TabularPolicy
+
+    m, env = score(name, 0)
+    u = env.unwrapped
+    rm = LinearBTReward(u, PreferenceData.from_dataset(u.offline_dataset))
+    gibbs = TabularPolicy(u.catalog, torch.from_numpy(u.reference_log_probs() + rm.table() / u.eta))
+    target = rlhf_env.evaluate(gibbs, env)
+    assert m["objective"] == pytest.approx(target["objective"], abs=0.02)
+    assert m["kl"] == pytest.approx(target["kl"], rel=0.1)
+
+
+def test_best_of_n_and_reference_anchor_rows():
+    ref, _ = score("reference", 0)
+    assert abs(ref["normalized_score"]) < 1e-9 and ref["kl"] == pytest.approx(0, abs=1e-12)
+    bon, env = score("best_of_n", 0, n=4)
+    assert bon["gold_reward"] > ref["gold_reward"]
+    assert bon["kl"] <= np.log(4) - 3 / 4 + 1e-9  # the analytic best-of-n bound
+
+
+def test_exact_best_of_n_distribution_matches_sampling():
+    env = rlhf_env.make("LinearBT-v0").unwrapped
+    rewards = np.round(env.gold_rewards(), 1)  # with some ties
+    pol = FiniteBestOfN(env.reference, rewards, n=3)
+    probs = pol.probs_table().detach().numpy()
+    assert np.allclose(probs.sum(1), 1)
+    rng = np.random.default_rng(0)
+    p0 = np.exp(env.reference_log_probs()[5])
+    draws = rng.choice(16, size=(20000, 3), p=p0)
+    best = draws[np.arange(20000), np.argmax(rewards[5][draws], axis=1)]
+    freq = np.bincount(best, minlength=16) / 20000
+    assert np.abs(freq - probs[5]).max() < 0.015
+
+
+def test_statistical_rejection_sampling():
+    rng = np.random.default_rng(0)
+    acc, props = statistical_rejection_sampling(np.array([0.0, -50.0, -50.0]), 2, rng)
+    assert acc[0] == 0 and len(acc) == 2 and len(set(acc)) == 2 and props >= 2
+    acc, _ = statistical_rejection_sampling(np.zeros(3), 8, rng)  # fewer candidates than wanted
+    assert sorted(acc) == [0, 1, 2]
+    # the first accepted follows the target: P(i) ∝ exp(log_w[i]) when drawn from uniform
+    w = np.log(np.array([0.5, 0.3, 0.2]))
+    firsts = [statistical_rejection_sampling(w, 1, rng)[0][0] for _ in range(6000)]
+    assert np.abs(np.bincount(firsts, minlength=3) / 6000 - [0.5, 0.3, 0.2]).max() < 0.03
+
+
+def test_save_and_load(tmp_path):
+    env = rlhf_env.make("LinearBT-v0", seed=0)
+    agent = agents.make("dpo", env, seed=0, progress=False).learn()
+    agent.save(tmp_path / "a")
+    back = agents.Agent.load(tmp_path / "a", env)
+    assert type(back).__name__ == "DPOAgent"
+    torch.testing.assert_close(back.policy.log_probs_table(), agent.policy.log_probs_table())
+
+
+def test_tensorboard_and_metrics(tmp_path):
+    env = rlhf_env.make("LinearBT-v0", seed=0)
+    agent = agents.make("iterative_dpo", env, iterations=2, prompts_per_iteration=32,
+                        tensorboard_log=str(tmp_path), run_name="run", progress=False).learn()
+    names = {k for row in agent.logger.history for k in row}
+    for k in ("train/loss", "train/rewards/chosen", "train/rewards/margins",
+              "train/rewards/accuracies", "train/logps/chosen", "oracle/queries_used",
+              "oracle/preference_agreement"):
+        assert k in names
+    assert any((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def test_iterative_dpo_resume_pays_no_query_twice_and_loses_none(tmp_path):
+    kw = {"iterations": 4, "prompts_per_iteration": 64, "seed": 3, "progress": False}
+    full_env = rlhf_env.make("LinearBT-v0", seed=0)
+    full = agents.make("iterative_dpo", full_env, **kw).learn()
+
+    env = rlhf_env.make("LinearBT-v0", seed=0)
+    ckpt = tmp_path / "ckpt"
+
+    def stop_after_two(agent, info):
+        if info["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        agents.make("iterative_dpo", env, checkpoint_dir=str(ckpt), **kw).learn(stop_after_two)
+    assert env.unwrapped.queries_used == 128
+    assert json.loads((ckpt / "state.json").read_text())["completed_iterations"] == 2
+    # paid for but not trained: an interruption between the query and the training
+    agent = agents.make("iterative_dpo", env, checkpoint_dir=str(ckpt), **kw)
+    original = agent._train
+
+    def fail_once(*a, **k):
+        agent._train = original
+        raise KeyboardInterrupt
+
+    agent._train = fail_once
+    with pytest.raises(KeyboardInterrupt):
+        agent.learn(resume_from=ckpt)
+    assert env.unwrapped.queries_used == 192
+    resumed = agents.make("iterative_dpo", env, checkpoint_dir=str(ckpt), **kw).learn(
+        resume_from=ckpt)
+    assert env.unwrapped.queries_used == 256 == full_env.unwrapped.queries_used
+    import datasets
+
+    pairs = [datasets.Dataset.from_parquet(str(ckpt / f"iter_{t:03d}" / "pairs.parquet"))
+             for t in range(4)]
+    assert sum(len(p) for p in pairs) == 256
+    torch.testing.assert_close(resumed.policy.log_probs_table(), full.policy.log_probs_table())
