@@ -148,9 +148,15 @@ class Agent:
 
     def save(self, path: str | Path) -> Path:
         """Save the policy (safetensors) and the hyperparameters (JSON) in folder ``path``."""
+        from rlhf_env.policies import FinitePolicy, TabularPolicy
+        from rlhf_env.policies.base import _POLICY_CLASSES
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.policy.save(path / "policy")
+        policy = self.policy
+        if isinstance(policy, FinitePolicy) and type(policy).__name__ not in _POLICY_CLASSES:
+            policy = TabularPolicy.from_policy(policy)  # the same distribution, loadable
+        policy.save(path / "policy")
         meta = {"agent": self.name, "config": self.config.to_dict(),
                 "global_step": self.global_step, "queries_spent": self.queries_spent}
         (path / "agent.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -107,12 +107,13 @@ def test_statistical_rejection_sampling():
     assert np.abs(np.bincount(firsts, minlength=3) / 6000 - [0.5, 0.3, 0.2]).max() < 0.03
 
 
-def test_save_and_load(tmp_path):
+@pytest.mark.parametrize("name", ["dpo", "best_of_n"])
+def test_save_and_load(tmp_path, name):
     env = rlhf_env.make("LinearBT-v0", seed=0)
-    agent = agents.make("dpo", env, seed=0, progress=False).learn()
+    agent = agents.make(name, env, seed=0, progress=False).learn()
     agent.save(tmp_path / "a")
     back = agents.Agent.load(tmp_path / "a", env)
-    assert type(back).__name__ == "DPOAgent"
+    assert back.name == name
     torch.testing.assert_close(back.policy.log_probs_table(), agent.policy.log_probs_table())
 
 

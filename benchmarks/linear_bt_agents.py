@@ -1,0 +1,48 @@
+"""Every agent on LinearBT-v0 (defaults), over several seeds: exact scores.
+
+    python benchmarks/linear_bt_agents.py [--seeds 5] [--env LinearBT-v0]
+
+Prints mean ± standard deviation over seeds of the normalized score, the
+objective J, the KL to pi0, the queries spent and the wall time per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import agents
+import rlhf_env
+
+ORDER = ["reference", "best_of_n", "dpo", "rso", "multi_step_rso", "iterative_dpo"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="LinearBT-v0")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--agents", default=",".join(ORDER))
+    args = parser.parse_args()
+    print(f"{args.env}, seeds 0..{args.seeds - 1}, agents with default hyperparameters\n")
+    print("| agent | normalized score | objective | KL | queries | seconds/run |")
+    print("|---|---|---|---|---|---|")
+    for name in args.agents.split(","):
+        rows = []
+        for seed in range(args.seeds):
+            env = rlhf_env.make(args.env, seed=seed)
+            t = time.perf_counter()
+            agent = agents.make(name, env, seed=seed, progress=False).learn()
+            wall = time.perf_counter() - t
+            m = rlhf_env.evaluate(agent.policy, env)
+            rows.append([m["normalized_score"], m["objective"], m["kl"],
+                         env.unwrapped.queries_used, wall])
+        r = np.array(rows)
+        mean, sd = r.mean(0), r.std(0, ddof=1) if len(r) > 1 else np.zeros(r.shape[1])
+        print(f"| {name} | {mean[0]:.3f} ± {sd[0]:.3f} | {mean[1]:.3f} ± {sd[1]:.3f} | "
+              f"{mean[2]:.3f} | {mean[3]:.0f} | {mean[4]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
