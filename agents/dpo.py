@@ -32,6 +32,7 @@ class DPOConfig(AgentConfig):
     beta: float | None = None
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
+    rpo_alpha: float = 0.0  # > 0 adds rpo_alpha * NLL(chosen) per token (RPO); 0 is DPO
     lr: float | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -50,6 +51,7 @@ class DPOConfig(AgentConfig):
         for name in ("epochs", "batch_size", "micro_batch_size"):
             v = getattr(self, name)
             check(v is None or (isinstance(v, int) and v >= 1), f"{name} must be an int >= 1, got {v!r}")
+        check(self.rpo_alpha >= 0, f"rpo_alpha must be >= 0, got {self.rpo_alpha!r}")
         check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr!r}")
         check(self.parametrization in ("auto", "loglinear", "tabular"),
               f"parametrization must be auto, loglinear or tabular, got {self.parametrization!r}")
@@ -61,12 +63,12 @@ class PreferenceAgent(Agent):
     Config = DPOConfig
 
     def _train(self, policy: Any, data: PreferenceData, *, beta: float | None = None,
-               seed_tag: int = 0, log_prefix: str = "train/") -> TrainResult:
+               seed_tag: int = 0, log_prefix: str = "train/", reference: Any = None) -> TrainResult:
         c, finite = self.config, is_finite(self.u)
         result = train_preferences(
-            policy, self.u.reference, data,
+            policy, reference or self.u.reference, data,
             beta=beta or c.beta or self.u.eta,
-            loss_type=c.loss_type, label_smoothing=c.label_smoothing,
+            loss_type=c.loss_type, label_smoothing=c.label_smoothing, rpo_alpha=c.rpo_alpha,
             epochs=c.epochs or (300 if finite else 2),
             batch_size=c.batch_size or (len(data) if finite else 32),
             micro_batch_size=c.micro_batch_size,

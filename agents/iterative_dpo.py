@@ -24,7 +24,6 @@ written as soon as they are paid for, and the policy after training;
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.base import check, register_agent
+from agents.checkpoint import Checkpointer
 from agents.dpo import DPOConfig, PreferenceAgent
 from agents.reward_models import fit_reward_model
 from agents.trainer import PreferenceData
-from rlhf_env.policies import load_policy
 
 __all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS"]
 
@@ -94,24 +93,24 @@ class IterativeDPOAgent(PreferenceAgent):
         data = PreferenceData()
         if c.use_offline and self.u.offline_dataset is not None:
             data = PreferenceData.from_dataset(self.u.offline_dataset)
-        ckpt = Path(resume_from or c.checkpoint_dir) if (resume_from or c.checkpoint_dir) else None
+        folder = resume_from or c.checkpoint_dir
+        ckpt = Checkpointer(folder) if folder else None
         policy, start = self._new_policy(), 0
         if resume_from is not None:
-            policy, start = self._resume(Path(resume_from), data)
+            ckpt = Checkpointer.for_resume(resume_from)
+            policy, start = self._resume(ckpt, data)
         self.policy, self._data = policy, data
         bar = tqdm(range(start, c.iterations), desc="iterative_dpo", initial=start,
                    total=c.iterations, disable=self.progress_disabled)
         for t in bar:
-            pairs_file = ckpt / f"iter_{t:03d}" / "pairs.parquet" if ckpt else None
-            if pairs_file is not None and pairs_file.is_file():  # paid for before an interruption
-                new = PreferenceData.from_dataset(_read_pairs(pairs_file))
-                agreement, identical = float("nan"), sum(
-                    a == b for a, b in zip(new.chosen, new.rejected))
+            new = ckpt.load_pairs(t) if ckpt else None  # paid for before an interruption
+            if new is not None:
+                agreement = float("nan")
+                identical = sum(a == b for a, b in zip(new.chosen, new.rejected))
             else:
                 new, agreement, identical = self._collect(venv, t)
-                if pairs_file is not None:
-                    pairs_file.parent.mkdir(parents=True, exist_ok=True)
-                    new.to_dataset().to_parquet(str(pairs_file))
+                if ckpt is not None:
+                    ckpt.save_pairs(t, new)
             data.extend(new.prompts, new.chosen, new.rejected)
             self.policy = self.policy if c.warm_start else self._new_policy()
             result = self._train(self.policy, data, seed_tag=t)
@@ -123,8 +122,10 @@ class IterativeDPOAgent(PreferenceAgent):
                              "oracle/identical_pairs": identical,
                              "train/pairs": len(data), "train/iteration": t}, self.global_step)
             if ckpt is not None:
-                self._checkpoint(ckpt, t)
-            bar.set_postfix(queries=self.u.queries_used, loss=f"{result.final_metrics.get('loss', 0):.3f}")
+                ckpt.complete(t, self.policy, global_step=self.global_step,
+                              queries_spent=self.queries_spent)
+            bar.set_postfix(queries=self.u.queries_used,
+                            loss=f"{result.final_metrics.get('loss', 0):.3f}")
             if callback is not None and callback(self, info) is False:
                 break
         bar.close()
@@ -189,36 +190,16 @@ class IterativeDPOAgent(PreferenceAgent):
     def _data_so_far(self) -> PreferenceData:
         return getattr(self, "_data", PreferenceData())
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _checkpoint(self, ckpt: Path, t: int) -> None:
-        folder = ckpt / f"iter_{t:03d}"
-        self.policy.save(folder / "policy")
-        state = {"completed_iterations": t + 1, "global_step": self.global_step,
-                 "queries_spent": self.queries_spent}
-        tmp = ckpt / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(ckpt / "state.json")
-
-    def _resume(self, ckpt: Path, data: PreferenceData) -> tuple[Any, int]:
-        state_file = ckpt / "state.json"
-        check(ckpt.is_dir(), f"resume_from={str(ckpt)!r} is not a folder")
-        done = json.loads(state_file.read_text())["completed_iterations"] if state_file.is_file() else 0
-        if state_file.is_file():
-            state = json.loads(state_file.read_text())
-            self.global_step, self.queries_spent = state["global_step"], state["queries_spent"]
+    # -- resume -------------------------------------------------------------------------------
+    def _resume(self, ckpt: Checkpointer, data: PreferenceData) -> tuple[Any, int]:
+        state = ckpt.state()
+        done = state["completed"]
+        self.global_step = state.get("global_step", 0)
+        self.queries_spent = state.get("queries_spent", 0)
         for t in range(done):
-            pairs = PreferenceData.from_dataset(_read_pairs(ckpt / f"iter_{t:03d}" / "pairs.parquet"))
+            pairs = ckpt.load_pairs(t)
+            check(pairs is not None, f"checkpoint {ckpt.folder} lacks the pairs of iteration {t}")
             data.extend(pairs.prompts, pairs.chosen, pairs.rejected)
         if done == 0:
             return self._new_policy(), 0
-        policy = load_policy(ckpt / f"iter_{done - 1:03d}" / "policy")
-        if hasattr(policy, "trainable_copy"):
-            policy = policy.trainable_copy()
-        return policy, done
-
-
-def _read_pairs(path: Path) -> Any:
-    import datasets
-
-    return datasets.Dataset.from_parquet(str(path))
-
+        return ckpt.load_policy(done - 1).trainable_copy(), done

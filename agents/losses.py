@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LossOutput", "dpo_loss", "ipo_loss", "hinge_loss", "bt_reward_loss", "preference_loss",
-           "LOSS_TYPES"]
+__all__ = ["LossOutput", "dpo_loss", "ipo_loss", "hinge_loss", "nll_loss", "bt_reward_loss",
+           "preference_loss", "LOSS_TYPES"]
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -102,6 +102,16 @@ def preference_loss(loss_type: str, pi_c: torch.Tensor, pi_r: torch.Tensor, ref_
     if loss_type == "hinge":
         return hinge_loss(pi_c, pi_r, ref_c, ref_r, beta)
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+
+
+def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token negative log-likelihood of each sequence, ``-logp / n_tokens``, shape ``(b,)``.
+
+    The term RPO adds to DPO (Pang et al. 2024, "Iterative Reasoning Preference
+    Optimization", Eq. 1; Liu et al. 2024 show it acts as a regulariser against
+    over-optimisation), as TRL's ``rpo_alpha`` does.
+    """
+    return -logp / n_tokens.clamp(min=1)
 
 
 def bt_reward_loss(r_c: torch.Tensor, r_r: torch.Tensor) -> LossOutput:

@@ -5,6 +5,10 @@ with a loss from :mod:`agents.losses`, the reference fixed. Reference
 log-probs are computed once, before the first step. Pairs whose two
 responses are identical carry no preference and are dropped (counted).
 
+With ``rpo_alpha > 0`` the loss adds rpo_alpha times the per-token negative
+log-likelihood of the chosen response (RPO: Pang et al. 2024; Liu et al. 2024),
+which keeps DPO from moving probability onto responses it never saw.
+
 Batches: each optimiser step sees ``batch_size`` pairs, processed in
 micro-batches of ``micro_batch_size``; every micro-batch's summed loss is
 divided by the *whole* batch's size, so the gradient is the same whatever the
@@ -23,14 +27,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from agents.losses import preference_loss
+from agents.losses import nll_loss, preference_loss
 from rlhf_env.policies import Policy
 
 __all__ = ["PreferenceData", "TrainResult", "train_preferences", "reference_log_probs",
            "distributed_context"]
 
 
-METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
+METRIC_KEYS = ("loss", "nll", "rewards/chosen", "rewards/rejected", "rewards/margins",
                "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 
@@ -47,7 +51,8 @@ class PreferenceData:
     def from_dataset(cls, ds: Any) -> PreferenceData:
         if ds is None:
             return cls()
-        return cls(list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"]))
+        conf = list(ds["confidence"]) if "confidence" in ds.column_names else None
+        return cls(list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"]), conf)
 
     def extend(self, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
                confidence: Sequence[float] | None = None) -> None:
@@ -72,8 +77,10 @@ class PreferenceData:
     def to_dataset(self) -> Any:
         import datasets
 
-        return datasets.Dataset.from_dict(
-            {"prompt": self.prompts, "chosen": self.chosen, "rejected": self.rejected})
+        cols = {"prompt": self.prompts, "chosen": self.chosen, "rejected": self.rejected}
+        if self.confidence is not None:
+            cols["confidence"] = self.confidence
+        return datasets.Dataset.from_dict(cols)
 
 
 @dataclass
@@ -120,7 +127,7 @@ def reference_log_probs(reference: Policy, data: PreferenceData, batch_size: int
 def accumulate_gradients(
     policy: Policy, data: PreferenceData, idx: list[int], ref_c: torch.Tensor,
     ref_r: torch.Tensor, *, beta: float, loss_type: str, label_smoothing: float,
-    soft: torch.Tensor | None, micro_batch_size: int, batch_len: int,
+    soft: torch.Tensor | None, micro_batch_size: int, batch_len: int, rpo_alpha: float = 0.0,
 ) -> dict[str, float]:
     """Backward the loss of pairs ``idx`` in micro-batches, each scaled by 1/``batch_len``.
 
@@ -131,14 +138,24 @@ def accumulate_gradients(
     for m0 in range(0, len(idx), micro_batch_size):
         mb = idx[m0 : m0 + micro_batch_size]
         prompts = [data.prompts[i] for i in mb]
-        pi_c = policy.log_prob(prompts, [data.chosen[i] for i in mb])
+        chosen = [data.chosen[i] for i in mb]
+        if hasattr(policy, "token_log_probs"):  # language models: lengths for the NLL term
+            pi_c, n_c = policy.token_log_probs(prompts, chosen)
+        else:
+            pi_c = policy.log_prob(prompts, chosen)
+            n_c = torch.ones_like(pi_c)
         pi_r = policy.log_prob(prompts, [data.rejected[i] for i in mb])
         dev, dt = pi_c.device, pi_c.dtype
         eps = label_smoothing if soft is None else soft[mb].to(dev, dt)
         out = preference_loss(loss_type, pi_c, pi_r, ref_c[mb].to(dev, dt), ref_r[mb].to(dev, dt),
                               beta, eps)
-        (out.losses.sum() / batch_len).backward()
-        sums["loss"] = sums.get("loss", 0.0) + float(out.losses.detach().sum())
+        losses = out.losses
+        if rpo_alpha:
+            nll = nll_loss(pi_c, n_c.to(dev, dt))
+            losses = losses + rpo_alpha * nll
+            sums["nll"] = sums.get("nll", 0.0) + float(nll.detach().sum())
+        (losses.sum() / batch_len).backward()
+        sums["loss"] = sums.get("loss", 0.0) + float(losses.detach().sum())
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(mb)
     return sums
@@ -152,6 +169,7 @@ def train_preferences(
     beta: float,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
+    rpo_alpha: float = 0.0,
     epochs: int = 1,
     batch_size: int = 32,
     micro_batch_size: int | None = None,
@@ -193,7 +211,7 @@ def train_preferences(
             sums = accumulate_gradients(
                 policy, data, mine, ref_c, ref_r, beta=beta, loss_type=loss_type,
                 label_smoothing=label_smoothing, soft=soft, micro_batch_size=mbs,
-                batch_len=len(batch))
+                batch_len=len(batch), rpo_alpha=rpo_alpha)
             if acc.num_processes > 1:
                 for p in params:
                     if p.grad is None:
