@@ -95,6 +95,7 @@ class RunLogger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+            self.writer = None
 
 
 class Agent:

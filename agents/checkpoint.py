@@ -47,7 +47,15 @@ class Checkpointer:
     def save_pairs(self, t: int, data: PreferenceData) -> None:
         self._dir(t).mkdir(parents=True, exist_ok=True)
         tmp = self._dir(t) / "pairs.parquet.tmp"
-        data.to_dataset().to_parquet(str(tmp))
+        import datasets as ds_tqdm
+
+        was_disabled = ds_tqdm.are_progress_bars_disabled()
+        ds_tqdm.disable_progress_bars()  # one bar per file would drown the agent's own bar
+        try:
+            data.to_dataset().to_parquet(str(tmp))
+        finally:
+            if not was_disabled:
+                ds_tqdm.enable_progress_bars()
         tmp.replace(self._dir(t) / "pairs.parquet")
 
     def load_policy(self, t: int) -> Policy:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from rlhf_env.policies import FinitePolicy, LogLinearPolicy, Policy, TabularPolicy
+from rlhf_env.policies.finite import best_of_n_table
 
 __all__ = ["init_policy", "FiniteBestOfN", "SampledBestOfN", "best_of_n_policy", "is_finite"]
 
@@ -39,29 +40,12 @@ def init_policy(env: Any, parametrization: str = "auto") -> Policy:
 
 
 class FiniteBestOfN(FinitePolicy):
-    """Best-of-n of a finite policy under a reward table, as an exact distribution.
-
-    Draw n responses from ``base`` and keep the one with the highest reward
-    (ties: the first drawn). With F(a) the base mass of responses whose reward
-    is below a's, and m the mass of a's tie group G, the kept response lies in G
-    with probability (F + m)^n - F^n, and is a in G with probability
-    proportional to base(a).
-    """
+    """Best-of-n of a finite policy under a reward table, as an exact distribution
+    (:func:`rlhf_env.policies.finite.best_of_n_table`)."""
 
     def __init__(self, base: FinitePolicy, rewards: np.ndarray, n: int) -> None:
         super().__init__(base.catalog)
-        p = base.probs_table().detach().double().numpy()
-        r = np.asarray(rewards, dtype=np.float64)
-        out = np.zeros_like(p)
-        for x in range(p.shape[0]):
-            levels = np.unique(r[x])
-            below = 0.0
-            for level in levels:
-                g = r[x] == level
-                m = p[x, g].sum()
-                if m > 0:
-                    out[x, g] = ((below + m) ** n - below**n) * p[x, g] / m
-                below += m
+        out = best_of_n_table(base.probs_table().detach().double().numpy(), rewards, n)
         self.n = int(n)
         self.register_buffer("log_table", torch.from_numpy(np.log(np.clip(out, 1e-300, None))))
 

@@ -1,6 +1,6 @@
 """Every agent on LinearBT-v0 (defaults), over several seeds: exact scores.
 
-    python benchmarks/linear_bt_agents.py [--seeds 5] [--env LinearBT-v0]
+    python benchmarks/linear_bt_agents.py [--seeds 5] [--env LinearBT-v0] [--parametrization tabular]
 
 Prints mean ± standard deviation over seeds of the normalized score, the
 objective J, the KL to pi0, the queries spent and the wall time per run.
@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--env", default="LinearBT-v0")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--agents", default=",".join(ORDER))
+    parser.add_argument("--parametrization", default=None,
+                        help="policy class of the trained agents: loglinear or tabular")
     args = parser.parse_args()
     print(f"{args.env}, seeds 0..{args.seeds - 1}, agents with default hyperparameters\n")
     print("| agent | normalized score | objective | KL | queries | seconds/run |")
@@ -33,7 +35,9 @@ def main() -> None:
         for seed in range(args.seeds):
             env = rlhf_env.make(args.env, seed=seed)
             t = time.perf_counter()
-            agent = agents.make(name, env, seed=seed, progress=False).learn()
+            hp = {"parametrization": args.parametrization} if args.parametrization and name not in (
+                "reference", "best_of_n") else {}
+            agent = agents.make(name, env, seed=seed, progress=False, **hp).learn()
             wall = time.perf_counter() - t
             m = rlhf_env.evaluate(agent.policy, env)
             rows.append([m["normalized_score"], m["objective"], m["kl"],

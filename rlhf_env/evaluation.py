@@ -11,7 +11,10 @@
 
 On exact (finite-action) envs these are exact sums over all candidates, and
 the dict adds ``optimal_objective`` J(pi*), ``reference_objective`` J(pi0) and
-``normalized_score`` = (J(pi) - J(pi0)) / (J(pi*) - J(pi0)): 0 for pi0, 1 for pi*.
+``normalized_score`` = (J(pi) - J(pi0)) / (J(pi*) - J(pi0)): 0 for pi0, 1 for pi*,
+and the reference points of a reward-against-KL plot: ``optimal/gold_reward``
+and ``optimal/kl`` (pi*), and ``best_of_<n>/gold_reward`` and ``best_of_<n>/kl``
+(best-of-n of pi0 by gold reward, exact, n = 1, 2, 4, ..., 64).
 
 On sampled (language) envs they are Monte Carlo estimates on the held-out
 prompts, each with a ``*_stderr`` (the standard error of the mean over
@@ -34,6 +37,7 @@ import torch
 from rlhf_env.errors import InvalidArgumentError
 from rlhf_env.oracles import sigmoid
 from rlhf_env.policies import Policy
+from rlhf_env.policies.finite import best_of_n_table
 
 __all__ = ["evaluate", "exact_metrics", "sampled_metrics"]
 
@@ -95,6 +99,15 @@ def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
     optimal = float(np.mean(eta * (m[:, 0] + np.log(np.exp(z - m).sum(axis=1)))))
     reference = float(np.mean((ref * r).sum(axis=1)))
     objective = gold - eta * kl
+    points = {}
+    pi_star = np.exp(z - m)
+    pi_star /= pi_star.sum(axis=1, keepdims=True)
+    for name, q in [("optimal", pi_star)] + [
+        (f"best_of_{n}", best_of_n_table(ref, r, n)) for n in (1, 2, 4, 8, 16, 32, 64)
+    ]:
+        points[f"{name}/gold_reward"] = float(np.mean((q * r).sum(axis=1)))
+        points[f"{name}/kl"] = max(0.0, float(np.mean(
+            np.where(q > 0, q * (np.log(np.clip(q, 1e-300, None)) - log_ref), 0.0).sum(axis=1))))
     return {
         "gold_reward": gold,
         "kl": kl,
@@ -103,6 +116,7 @@ def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
         "optimal_objective": optimal,
         "reference_objective": reference,
         "normalized_score": (objective - reference) / (optimal - reference),
+        **points,
     }
 
 

@@ -178,3 +178,22 @@ def test_iterative_dpo_resume_pays_no_query_twice_and_loses_none(tmp_path):
              for t in range(4)]
     assert sum(len(p) for p in pairs) == 256
     torch.testing.assert_close(resumed.policy.log_probs_table(), full.policy.log_probs_table())
+
+
+def test_iterative_dpo_raises_gold_reward_on_tiny_instruct():
+    """The LM path end to end: a small pi0 (2 x 64), 4 iterations x 256 queries, RPO term on.
+
+    Measured gains over pi0 on seeds 0-2: +0.25, +0.21, +0.56 (gold reward in [0, 4];
+    evaluation standard error about 0.08); the test requires +0.1 on average over two seeds.
+    """
+    gains = []
+    for seed in (0, 1):
+        env = rlhf_env.make("TinyInstruct-v0", size="small", setting="online", query_budget=1024,
+                            n_train_prompts=256, n_eval_prompts=128, seed=seed)
+        u = env.unwrapped
+        agent = agents.make("iterative_dpo", env, seed=seed, progress=False, iterations=4,
+                            rpo_alpha=1.0, lr=1e-3, epochs=3, warm_start=True).learn()
+        assert u.queries_used == 1024
+        base = rlhf_env.evaluate(u.reference, env, n_samples=4, seed=0)["gold_reward"]
+        gains.append(rlhf_env.evaluate(agent.policy, env, n_samples=4, seed=0)["gold_reward"] - base)
+    assert np.mean(gains) > 0.1, gains

@@ -1,0 +1,3 @@
+from agents.zoo.cli import console
+
+console()

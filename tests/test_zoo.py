@@ -1,0 +1,169 @@
+"""The zoo: configs, the rlhf-zoo command, run folders, resume, leaderboards."""
+
+import json
+import os
+import signal
+
+import pytest
+import yaml
+
+import agents
+from agents.iterative_dpo import IterativeDPOAgent
+from agents.zoo import cli, resolve
+from agents.zoo.config import config_dir
+from agents.zoo.leaderboard import ci95
+from agents.zoo.run import train_run
+from rlhf_env.errors import InvalidArgumentError, InvalidKwargError
+
+# a tiny budget per agent, for the language env (the LinearBT runs use the configs as they are)
+TINY_LM = {
+    "reference": [],
+    "best_of_n": ["n=2"],
+    "dpo": ["epochs=1", "batch_size=8"],
+    "rso": ["epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4"],
+    "multi_step_rso": ["epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
+                       "schedule=[2.0, 1.0]"],
+    "iterative_dpo": ["epochs=1", "iterations=2", "n_samples=2"],
+}
+TINY_ENV = ["size=small", "n_train_prompts=16", "n_eval_prompts=4", "n_offline=8",
+            "query_budget=8"]
+
+
+def zoo(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_every_agent_has_linear_bt_and_tiny_instruct_entries():
+    assert set(TINY_LM) == set(agents.list_agents())
+    for name in agents.list_agents():
+        entries = yaml.safe_load((config_dir() / f"{name}.yml").read_text())
+        assert {"default", "LinearBT-v0", "TinyInstruct-v0"} <= set(entries), name
+        for env_id in entries:
+            if env_id != "default":
+                resolve(name, env_id, 0)  # every entry is valid for its agent
+
+
+def test_resolution_order_and_errors(tmp_path):
+    (tmp_path / "dpo.yml").write_text(
+        "default:\n  epochs: 5\n  lr: 0.5\n  eval: {n_samples: 2}\n"
+        "LinearBT-v0:\n  lr: 0.2\n  setting: offline\n  env_kwargs: {n_offline: 64}\n")
+    cfg = resolve("dpo", "LinearBT-v0", 3, hyperparams={"epochs": 7}, env_kwargs={"eta": 2.0},
+                  directory=tmp_path)
+    assert cfg.hyperparams == {"epochs": 7, "lr": 0.2}
+    assert cfg.setting == "offline" and cfg.env_kwargs == {"n_offline": 64, "eta": 2.0}
+    assert cfg.make_env_kwargs() == {"n_offline": 64, "eta": 2.0, "setting": "offline", "seed": 3}
+    assert resolve("dpo", "Other-v0", 0, directory=tmp_path).hyperparams == {"epochs": 5, "lr": 0.5}
+
+    (tmp_path / "dpo.yml").write_text("LinearBT-v0:\n  betta: 0.1\n")
+    with pytest.raises(InvalidKwargError, match=r"'betta'.*dpo.yml.*Did you mean 'beta'"):
+        resolve("dpo", "LinearBT-v0", 0, directory=tmp_path)
+    (tmp_path / "dpo.yml").write_text("LinearBT-v0:\n  lr: [0.1\n  epochs: 3\n")
+    with pytest.raises(InvalidArgumentError, match=r"dpo.yml:3:\d+: the YAML does not parse"):
+        resolve("dpo", "LinearBT-v0", 0, directory=tmp_path)
+
+
+def test_ci95_hand_worked():
+    mean, half = ci95([1.0, 2.0, 3.0])  # sd 1, t_{0.975, 2} = 4.303
+    assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5)
+    assert ci95([5.0])[0] == 5.0
+
+
+@pytest.mark.parametrize("name", sorted(TINY_LM))
+def test_train_every_agent_through_the_command_on_linear_bt(tmp_path, name):
+    rc = zoo("train", "--env", "LinearBT-v0", "--agent", name, "--seed", 1, "--runs-dir",
+             tmp_path, "--env-kwargs", "query_budget=64", "n_offline=64",
+             "--hyperparams", *(["epochs=30"] if name not in ("reference", "best_of_n") else []))
+    assert rc == 0
+    run = tmp_path / "LinearBT-v0" / name / "seed1"
+    for f in ("config.yml", "command.txt", "metrics.jsonl", "ledger.jsonl", "agent.json",
+              "eval.json", "policy"):
+        assert (run / f).exists(), f
+    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["queries_used"] <= 64 and -1.0 < ev["normalized_score"] <= 1.0 + 1e-9
+    assert "--seed 1" in (run / "command.txt").read_text()
+    assert zoo("eval", run) == 0
+
+
+@pytest.mark.parametrize("name", sorted(TINY_LM))
+def test_train_every_agent_through_the_command_on_tiny_instruct(tmp_path, name):
+    rc = zoo("train", "--env", "TinyInstruct-v0", "--agent", name, "--runs-dir", tmp_path,
+             "--env-kwargs", *TINY_ENV, "--hyperparams", "eval={n_samples: 1}", *TINY_LM[name])
+    assert rc == 0
+    ev = json.loads((tmp_path / "TinyInstruct-v0" / name / "seed0" / "eval.json").read_text())
+    assert 0.0 <= ev["gold_reward"] <= 4.0 and ev["queries_used"] <= 8
+
+
+def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
+    assert zoo("train", "--env", "LinearBT-v1", "--agent", "dpo", "--runs-dir", tmp_path) == 1
+    assert "Did you mean 'LinearBT-v0'" in capsys.readouterr().err
+    assert zoo("train", "--env", "LinearBT-v0", "--agent", "dpoo", "--runs-dir", tmp_path) == 1
+    assert "Did you mean 'dpo'" in capsys.readouterr().err
+    assert zoo("train", "--env", "LinearBT-v0", "--agent", "dpo", "--runs-dir", tmp_path,
+               "--hyperparams", "learning_rate=0.1") == 1
+    assert "'learning_rate'" in capsys.readouterr().err
+    argv = ["train", "--env", "LinearBT-v0", "--agent", "reference", "--runs-dir", tmp_path]
+    assert zoo(*argv) == 0
+    assert zoo(*argv) == 1
+    assert "exists; pass --resume" in capsys.readouterr().err
+    assert zoo(*argv, "--overwrite") == 0
+
+
+def test_killed_run_resumes_to_the_same_result_and_pays_no_query_twice(tmp_path, monkeypatch):
+    argv = ["train", "--env", "LinearBT-v0", "--agent", "iterative_dpo", "--seed", 2,
+            "--hyperparams", "iterations=4", "epochs=40"]
+    assert zoo(*argv, "--runs-dir", tmp_path / "full") == 0
+    full = json.loads((tmp_path / "full/LinearBT-v0/iterative_dpo/seed2/eval.json").read_text())
+
+    original, calls = IterativeDPOAgent._train, []
+
+    def killed_in_iteration_two(self, *a, **k):  # SIGTERM arrives after pairs 2 were paid for
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(IterativeDPOAgent, "_train", killed_in_iteration_two)
+    assert zoo(*argv, "--runs-dir", tmp_path / "cut") == 130
+    monkeypatch.setattr(IterativeDPOAgent, "_train", original)
+    run = tmp_path / "cut/LinearBT-v0/iterative_dpo/seed2"
+    assert not (run / "eval.json").exists()
+    assert zoo(*argv, "--runs-dir", tmp_path / "cut", "--resume") == 0
+    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    assert [s["status"] for s in ledger] == ["interrupted", "done"]
+    assert [s["queries_used"] for s in ledger] == [768, 256]  # 3 iterations paid, then 1
+    resumed = json.loads((run / "eval.json").read_text())
+    assert resumed["queries_used"] == full["queries_used"] == 1024
+    for k in ("objective", "kl", "gold_reward", "normalized_score"):
+        assert resumed[k] == pytest.approx(full[k], abs=1e-9), k
+
+
+def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "lb"
+    argv = ["leaderboard", "--env", "LinearBT-v0", "--agents", "reference,dpo,iterative_dpo",
+            "--seeds", 2, "--runs-dir", runs, "--out", out, "--env-kwargs", "query_budget=128"]
+    assert zoo(*argv) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert set(board["agents"]) == {"reference", "dpo", "iterative_dpo"}
+    assert board["agents"]["iterative_dpo"]["queries_used"]["values"] == [128, 128]
+    md = (out / "leaderboard.md").read_text()
+    assert "| iterative_dpo | 2 |" in md and "rlhf-zoo leaderboard" in md
+    for png in ("metrics.png", "reward_vs_kl.png", "objective_vs_queries.png"):
+        assert (out / png).stat().st_size > 10_000
+    ledger = runs / "LinearBT-v0/dpo/seed0/ledger.jsonl"
+    before = ledger.read_text()
+    assert zoo(*argv) == 0  # finished runs are reused, not trained again
+    assert ledger.read_text() == before
+
+
+def test_train_run_callback_and_tensorboard_log(tmp_path):
+    seen = []
+    cfg = resolve("iterative_dpo", "LinearBT-v0", 0, env_kwargs={"query_budget": 64},
+                  hyperparams={"iterations": 2, "epochs": 10})
+    train_run(cfg, tmp_path / "runs", tensorboard_log=tmp_path / "tb",
+              callback=lambda a, info: seen.append(info["iteration"]))
+    assert seen == [0, 1]
+    assert any((tmp_path / "tb/LinearBT-v0/iterative_dpo/seed0").glob("events.out.tfevents.*"))
+    rows = [json.loads(x) for x in
+            (tmp_path / "runs/LinearBT-v0/iterative_dpo/seed0/metrics.jsonl").read_text().splitlines()]
+    assert [r["oracle/queries_paid"] for r in rows if "eval/objective" in r] == [0, 32, 64]
