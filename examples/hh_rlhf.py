@@ -1,0 +1,52 @@
+"""The real Anthropic HH-RLHF data: the tiny preset on a CPU, the research settings on a GPU.
+
+    # CPU, offline, from a local copy (tiny models: exercises the pipeline, not a result)
+    python examples/hh_rlhf.py --data-dir ../shared/data/hh-rlhf --subset harmless-base
+    # GPU with a network: a real SFT model and a real reward model from the hub
+    python examples/hh_rlhf.py --research --device cuda --reference-model your/sft-model
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import agents
+import rlhf_env
+
+
+def main(argv=None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="a local copy (mirror layout); "
+                        "default: the hub (Anthropic/hh-rlhf)")
+    parser.add_argument("--subset", default="harmless-base")
+    parser.add_argument("--research", action="store_true",
+                        help="hub models (open_llama_3b_v2 + its HH reward model), bf16")
+    parser.add_argument("--reference-model", default=None, help="your SFT checkpoint (research)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--agent", default="dpo")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--n-offline", type=int, default=256)
+    parser.add_argument("--n-eval-prompts", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    kwargs = {"subset": args.subset, "data_dir": args.data_dir, "n_offline": args.n_offline,
+              "n_eval_prompts": args.n_eval_prompts, "setting": "offline", "query_budget": 0}
+    if args.research:
+        kwargs.update(device=args.device or "cuda", dtype="bfloat16")
+        if args.reference_model:
+            kwargs["reference_model"] = args.reference_model
+    else:
+        kwargs["preset"] = "tiny"
+    env = rlhf_env.make("HH-RLHF-v0", **kwargs)
+    u = env.unwrapped
+    print(f"HH-RLHF ({args.subset}): {len(u.offline_dataset)} pairs, "
+          f"dropped while parsing: {u.data_report['dropped']}")
+    agent = agents.make(args.agent, env, epochs=args.epochs, rpo_alpha=1.0)
+    agent.learn()
+    m = rlhf_env.evaluate(agent.policy, env, n_samples=2, best_of_n=())
+    print({k: round(v, 4) for k, v in m.items() if not k.endswith("_stderr")})
+    return m
+
+
+if __name__ == "__main__":
+    main()

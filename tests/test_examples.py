@@ -1,0 +1,58 @@
+"""Tiny-budget smoke tests of every example (run in-process, so the model cache is shared)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart():
+    ex = load("quickstart")
+    m = ex.main(ex.Args(query_budget=128))
+    assert m["normalized_score"] > 0.5
+
+
+def test_quickstart_offline():
+    ex = load("quickstart")
+    assert ex.main(ex.Args(agent="dpo", setting="offline"))["normalized_score"] > 0.3
+
+
+def test_custom_env():
+    ex = load("custom_env")
+    m = ex.main(["--sft-steps", "30", "--query-budget", "32", "--epochs", "1"])
+    assert {"gold_reward", "kl", "objective"} <= set(m)
+    import rlhf_env
+
+    assert "Greeting-v0" in rlhf_env.list_envs()
+
+
+def test_hh_rlhf(hh_dir):
+    ex = load("hh_rlhf")
+    m = ex.main(["--data-dir", str(hh_dir), "--n-offline", "16", "--n-eval-prompts", "8"])
+    assert m["n_prompts"] == 8
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_compare_in_tensorboard(tmp_path):
+    env = {**os.environ, "AGENTS": "reference dpo", "TB_DIR": str(tmp_path / "tb"),
+           "RUNS_DIR": str(tmp_path / "runs"), "EXTRA": "--hyperparams eval_every=0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(EXAMPLES / "compare_in_tensorboard.sh"), "LinearBT-v0", "1"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "tensorboard --logdir" in out.stdout
+    for agent in ("reference", "dpo"):
+        assert any((tmp_path / "tb/LinearBT-v0" / agent / "seed0").glob("events.out.tfevents.*"))
