@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import best_of_n, dpo, iterative_dpo, rso  # noqa: F401  (registers the agents)
+from agents import best_of_n, dpo, gshf, iterative_dpo, ppo, rso  # noqa: F401  (registers the agents)
 from agents.base import AGENTS, Agent, AgentConfig
 from rlhf_env.errors import UnknownEnvError, closest
 

@@ -25,6 +25,11 @@ TINY_LM = {
                        "schedule=[2.0, 1.0]"],
     "iterative_dpo": ["epochs=1", "iterations=2", "n_samples=2"],
 }
+# the finite-action agents (closed forms, SB3 PPO): LinearBT entries only
+FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "ppo"}
+TINY_LINEAR = {"ppo": ["timesteps_per_iteration=2048", "n_steps=512", "batch_size=512"],
+               "gshf_online": ["iterations=2"], "gshf_hybrid": ["iterations=2"],
+               "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": []}
 TINY_ENV = ["size=small", "n_train_prompts=16", "n_eval_prompts=4", "n_offline=8",
             "query_budget=8"]
 
@@ -34,10 +39,11 @@ def zoo(*argv):
 
 
 def test_every_agent_has_linear_bt_and_tiny_instruct_entries():
-    assert set(TINY_LM) == set(agents.list_agents())
+    assert set(TINY_LM) | FINITE_ONLY == set(agents.list_agents())
     for name in agents.list_agents():
         entries = yaml.safe_load((config_dir() / f"{name}.yml").read_text())
-        assert {"default", "LinearBT-v0", "TinyInstruct-v0"} <= set(entries), name
+        assert {"default", "LinearBT-v0"} <= set(entries), name
+        assert ("TinyInstruct-v0" in entries) == (name not in FINITE_ONLY), name
         for env_id in entries:
             if env_id != "default":
                 resolve(name, env_id, 0)  # every entry is valid for its agent
@@ -68,11 +74,11 @@ def test_ci95_hand_worked():
     assert ci95([5.0])[0] == 5.0
 
 
-@pytest.mark.parametrize("name", sorted(TINY_LM))
+@pytest.mark.parametrize("name", sorted(set(TINY_LM) | FINITE_ONLY))
 def test_train_every_agent_through_the_command_on_linear_bt(tmp_path, name):
     rc = zoo("train", "--env", "LinearBT-v0", "--agent", name, "--seed", 1, "--runs-dir",
              tmp_path, "--env-kwargs", "query_budget=64", "n_offline=64",
-             "--hyperparams", *(["epochs=30"] if name not in ("reference", "best_of_n") else []))
+             "--hyperparams", *TINY_LINEAR.get(name, ["epochs=30"]))
     assert rc == 0
     run = tmp_path / "LinearBT-v0" / name / "seed1"
     for f in ("config.yml", "command.txt", "metrics.jsonl", "ledger.jsonl", "agent.json",

@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         return 0
     from agents.zoo.leaderboard import agent_names, run_leaderboard, write_leaderboard
 
-    names = agent_names(args.agents)
+    names = agent_names(args.agents, args.env)
     out = Path(args.out or Path("leaderboards") / args.env)
     results, failures = run_leaderboard(
         args.env, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,

@@ -40,12 +40,16 @@ def ci95(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def agent_names(spec: str) -> list[str]:
-    """``"all"`` (every registered agent, in leaderboard order) or ``"a,b"`` (checked)."""
+def agent_names(spec: str, env_id: str) -> list[str]:
+    """``"all"``: every agent whose config file has an entry for ``env_id`` (as in
+    rl-baselines3-zoo; the theory agents and PPO have none for language envs), in
+    leaderboard order; or ``"a,b"`` (checked, run with the ``default`` entry if need be)."""
     import agents
+    from agents.zoo.config import config_dir, load_file
 
     if spec == "all":
-        known = agents.list_agents()
+        known = [a for a in agents.list_agents()
+                 if (f := config_dir() / f"{a}.yml").is_file() and env_id in load_file(f)]
         return [a for a in ORDER if a in known] + [a for a in known if a not in ORDER]
     names = [a.strip() for a in spec.split(",") if a.strip()]
     for a in names:
