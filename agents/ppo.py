@@ -21,8 +21,9 @@ env provides: the offline dataset, and in the online and hybrid settings pairs
 of the current policy's samples labelled through the env's step, refitted each
 iteration within the budget.
 
-Finite-action envs (LinearBT-v0 and variants) only: the token-level PPO for
-language envs is not implemented yet, and asking for it raises an error.
+On language envs the same agent runs the token-level PPO of :mod:`agents.ppo_lm`
+(one action per token, the per-token KL penalty to pi0 plus the RM's score at the
+end, an actor-critic over the causal LM with a value head).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from agents.reward_models import fit_reward_model
 from agents.trainer import PreferenceData
 from rlhf_env.policies import TabularPolicy
 
-__all__ = ["KLBanditEnv", "PPOConfig", "PPOAgent", "train_ppo_on_table"]
+__all__ = ["KLBanditEnv", "PPOConfig", "PPOAgent", "train_ppo_on_table", "FINITE_DEFAULTS",
+           "LM_DEFAULTS"]
 
 
 class KLBanditEnv(gym.Env):
@@ -102,40 +104,81 @@ def train_ppo_on_table(reward: np.ndarray, log_ref: np.ndarray, eta: float, *,
                        prompt_ids: np.ndarray | None = None) -> np.ndarray:
     """SB3 PPO against a fixed reward table; returns log pi(a|x), shape ``(N, K)``."""
     c = config or PPOConfig()
+    c = dataclasses.replace(c, **{k: v for k, v in FINITE_DEFAULTS.items() if getattr(c, k) is None})
     env = KLBanditEnv(reward, log_ref, eta, prompt_ids)
     model = _make_ppo(env, log_ref, eta, c, seed)
     model.learn(total_timesteps=timesteps)
     return _log_probs(model, reward.shape[0])
 
 
+# defaults that depend on the kind of env; a config's None means "this table's value"
+FINITE_DEFAULTS = {"timesteps_per_iteration": 32768, "learning_rate": 0.5, "n_steps": 4096,
+                   "batch_size": 4096, "n_epochs": 10}
+LM_DEFAULTS = {"timesteps_per_iteration": 4096, "learning_rate": 3e-4, "n_steps": 32,
+               "batch_size": 64, "n_epochs": 4}
+
+
 @dataclasses.dataclass
 class PPOConfig(AgentConfig):
-    """SB3 PPO settings (paper defaults where they do not change the optimum) and the RM loop.
+    """SB3 PPO settings and the reward-model loop.
 
     ``iterations`` rounds of (query ``m`` pairs of the current policy, refit the BT reward
-    model, ``timesteps_per_iteration`` PPO steps); ``m`` = the budget / iterations. The
-    defaults were chosen on LinearBT-v0 against a fixed reward: KL(PPO || Gibbs) fell from
-    0.29 (SB3-like settings: lr 0.05 constant, minibatches of 256) to 0.04-0.07 (these).
+    model, ``timesteps_per_iteration`` PPO steps); ``m`` = the budget / iterations.
+    ``timesteps_per_iteration``, ``learning_rate``, ``n_steps``, ``batch_size`` and
+    ``n_epochs`` default (None) to :data:`FINITE_DEFAULTS` on finite envs and
+    :data:`LM_DEFAULTS` on language envs (there a timestep is a token, ``n_steps`` is per
+    parallel episode and there are ``n_envs`` of them). The finite defaults were chosen on
+    LinearBT-v0 against a fixed reward: KL(PPO || Gibbs) fell from 0.29 (SB3-like
+    settings: lr 0.05 constant, minibatches of 256) to 0.04-0.07 (these).
+
+    Language envs only: ``kl_coef`` (None = the env's eta, the objective's own),
+    ``kl_target`` (None = fixed coefficient; else Ziegler et al.'s adaptive controller),
+    ``temperature`` (rollouts and loss alike), ``max_new_tokens`` (None = the policy's),
+    ``max_prompt_tokens``, ``n_envs``, ``gae_lambda``, ``vf_coef``, ``max_grad_norm``,
+    ``critic`` (``"detached"`` or ``"shared"``; see :class:`agents.ppo_lm.CausalLMActorCritic`).
     """
 
     iterations: int = 2
-    timesteps_per_iteration: int = 32768
-    learning_rate: float = 0.5
+    timesteps_per_iteration: int | None = None
+    learning_rate: float | None = None
     linear_decay: bool = True  # the learning rate falls linearly to 0 within each iteration
-    n_steps: int = 4096
-    batch_size: int = 4096  # full-batch epochs: the tabular actor's gradient is then less noisy
-    n_epochs: int = 10
+    n_steps: int | None = None
+    batch_size: int | None = None  # finite: full-batch epochs, the tabular gradient is less noisy
+    n_epochs: int | None = None
     clip_range: float = 0.2
     reward_model: str = "auto"
+    kl_coef: float | None = None
+    kl_target: float | None = None
+    temperature: float = 1.0
+    max_new_tokens: int | None = None
+    max_prompt_tokens: int = 128
+    n_envs: int = 16
+    gae_lambda: float = 0.95
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    critic: str = "detached"
+
+    def resolved(self, env: Any) -> PPOConfig:
+        """A copy with the None defaults filled in for ``env``'s kind."""
+        table = FINITE_DEFAULTS if is_finite(env) else LM_DEFAULTS
+        return dataclasses.replace(self, **{k: v for k, v in table.items()
+                                             if getattr(self, k) is None})
 
     def validate(self, env: Any) -> None:
         super().validate(env)
-        check(is_finite(env), "ppo runs on finite-action envs (LinearBT-v0 and variants); the "
-              "token-level PPO for language envs is not implemented yet")
-        for name in ("iterations", "timesteps_per_iteration", "n_steps", "batch_size", "n_epochs"):
-            v = getattr(self, name)
+        c = self.resolved(env)
+        for name in ("iterations", "timesteps_per_iteration", "n_steps", "batch_size", "n_epochs",
+                     "n_envs", "max_prompt_tokens"):
+            v = getattr(c, name)
             check(isinstance(v, int) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
-        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate!r}")
+        check(c.temperature > 0, f"temperature must be > 0, got {c.temperature!r}")
+        check(c.kl_coef is None or c.kl_coef >= 0, f"kl_coef must be >= 0, got {c.kl_coef!r}")
+        check(c.kl_target is None or c.kl_target > 0,
+              f"kl_target must be > 0 or None, got {c.kl_target!r}")
+        check(c.critic in ("detached", "shared"),
+              f"critic must be 'detached' or 'shared', got {c.critic!r}")
+        check(0 <= c.gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {c.gae_lambda!r}")
         has_data = env.offline_dataset is not None and len(env.offline_dataset) > 0
         check(has_data or env.queries_left >= self.iterations,
               "ppo fits its reward model on preference data: give the env offline data "
@@ -144,37 +187,58 @@ class PPOConfig(AgentConfig):
 
 @register_agent("ppo")
 class PPOAgent(Agent):
-    """SB3 PPO on the KL-regularized bandit against a refitted BT reward model."""
+    """SB3 PPO on the KL-regularized objective against a refitted BT reward model."""
 
     Config = PPOConfig
-    description = "PPO (stable-baselines3) on r_hat + eta·log pi0 with entropy eta; BT reward model"
+    description = ("PPO (stable-baselines3) against a BT reward model: r_hat + eta·log pi0 with "
+                   "entropy eta on finite envs, token-level with a per-token KL penalty on LMs")
+
+    def _query_pairs(self, venv: Any, m: int, data: PreferenceData, t: int) -> None:
+        """m pairs of the current policy's samples, labelled through the env."""
+        obs, _ = venv.reset(seed=self.seed_for(1, t))
+        prompts = list(obs["prompt"])
+        pairs = self.policy.sample(prompts, n=2, generator=self.generator(2, t))
+        _, _, _, _, info = venv.step(([p[0] for p in pairs], [p[1] for p in pairs]))
+        data.extend(prompts, info["final_info"]["chosen"], info["final_info"]["rejected"])
+        self.queries_spent += m
 
     def learn(self, callback: Any = None, resume_from: Any = None) -> PPOAgent:
-        c, u = self.config, self.u
-        log_ref = u.reference.log_probs_table().detach().double().numpy()
+        c, u = self.config.resolved(self.u), self.u
         ds = u.offline_dataset
         data = PreferenceData.from_dataset(ds) if ds is not None else PreferenceData()
         m = u.queries_left // c.iterations
         venv = u.make_vec(m) if m else None
-        env = KLBanditEnv(np.zeros_like(log_ref), log_ref, u.eta,
-                          u.catalog.prompt_ids(list(u.train_prompts)))
-        model = _make_ppo(env, log_ref, u.eta, c, self.seed_for(3))
-        self.policy = TabularPolicy(u.catalog, torch.from_numpy(log_ref))
+        if is_finite(u):
+            log_ref = u.reference.log_probs_table().detach().double().numpy()
+            env = KLBanditEnv(np.zeros_like(log_ref), log_ref, u.eta,
+                              u.catalog.prompt_ids(list(u.train_prompts)))
+            model = _make_ppo(env, log_ref, u.eta, c, self.seed_for(3))
+            self.policy = TabularPolicy(u.catalog, torch.from_numpy(log_ref))
+        else:
+            from agents.ppo_lm import make_lm_ppo
+
+            self.policy = u.reference.trainable_copy()
+            model, envs = make_lm_ppo(self.policy, u.reference, list(u.train_prompts),
+                                      kl_coef=u.eta if c.kl_coef is None else c.kl_coef,
+                                      config=c, seed=self.seed_for(3))
         for t in tqdm(range(c.iterations), desc="ppo", disable=self.progress_disabled):
-            if venv is not None:  # pairs of the current policy, labelled by the env
-                obs, _ = venv.reset(seed=self.seed_for(1, t))
-                prompts = list(obs["prompt"])
-                pairs = self.policy.sample(prompts, n=2, generator=self.generator(2, t))
-                _, _, _, _, info = venv.step(([p[0] for p in pairs], [p[1] for p in pairs]))
-                data.extend(prompts, info["final_info"]["chosen"], info["final_info"]["rejected"])
-                self.queries_spent += m
+            if venv is not None:
+                self._query_pairs(venv, m, data, t)
             rm = fit_reward_model(u, data, kind=c.reward_model, seed=c.seed)
-            env.reward = rm.table()
-            model.learn(total_timesteps=c.timesteps_per_iteration, reset_num_timesteps=False)
-            self.policy = TabularPolicy(u.catalog, torch.from_numpy(_log_probs(model, len(log_ref))))
+            metrics = {"oracle/queries_used": u.queries_used, "train/pairs": len(data),
+                       "train/iteration": t}
+            if is_finite(u):
+                env.reward = rm.table()
+                model.learn(total_timesteps=c.timesteps_per_iteration, reset_num_timesteps=False)
+                self.policy = TabularPolicy(u.catalog,
+                                            torch.from_numpy(_log_probs(model, len(log_ref))))
+            else:
+                for e in envs:
+                    e.reward_fn = rm
+                model.learn(total_timesteps=c.timesteps_per_iteration, reset_num_timesteps=False)
+                metrics.update({f"train/{k}": v for k, v in model.kl_stats.items()})
             self.global_step += 1
-            self.logger.log({"oracle/queries_used": u.queries_used, "train/pairs": len(data),
-                             "train/iteration": t}, self.global_step)
+            self.logger.log(metrics, self.global_step)
             if callback is not None and callback(self, {"iteration": t, "pairs": len(data)}) is False:
                 break
         self.logger.close()

@@ -90,7 +90,7 @@ def test_gshf_online_reaches_0_9_within_its_default_budget(seed):
     assert env.unwrapped.queries_used == env.unwrapped.query_budget == 1024
 
 
-def test_theory_agents_and_ppo_refuse_language_envs(tiny_env):
-    for name in ("mle_gibbs", "gshf_online", "ppo"):
+def test_theory_agents_refuse_language_envs(tiny_env):
+    for name in ("mle_gibbs", "gshf_online"):
         with pytest.raises(InvalidArgumentError, match="LinearBT|finite-action"):
             agents.make(name, tiny_env)

@@ -24,9 +24,11 @@ TINY_LM = {
     "multi_step_rso": ["epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
                        "schedule=[2.0, 1.0]"],
     "iterative_dpo": ["epochs=1", "iterations=2", "n_samples=2"],
+    "ppo": ["iterations=1", "timesteps_per_iteration=32", "n_envs=2", "n_steps=8",
+            "batch_size=8", "n_epochs=1", "reward_model=neural"],
 }
-# the finite-action agents (closed forms, SB3 PPO): LinearBT entries only
-FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "ppo"}
+# the finite-action agents (closed forms): LinearBT entries only
+FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid"}
 TINY_LINEAR = {"ppo": ["timesteps_per_iteration=2048", "n_steps=512", "batch_size=512"],
                "gshf_online": ["iterations=2"], "gshf_hybrid": ["iterations=2"],
                "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": []}

@@ -1,0 +1,185 @@
+"""Token-level PPO on language envs: the MDP, the KL penalty, the PPO ratio, and a gain in gold."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+import agents
+import rlhf_env
+from agents.ppo import PPOConfig
+from agents.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo
+
+
+def _config(env, **kw):
+    base = dict(n_envs=4, n_steps=8, batch_size=8, n_epochs=2, max_new_tokens=8,
+                max_prompt_tokens=48, learning_rate=1e-3)
+    return PPOConfig(**{**base, **kw}).resolved(env)
+
+
+def _ones(prompts, responses):
+    return np.ones(len(prompts))
+
+
+def test_token_env_passes_gymnasium_and_sb3_checkers(tiny_env):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    ref = tiny_env.unwrapped.reference
+    vocab = ref.model.get_output_embeddings().weight.shape[0]
+    env = TokenEnv(list(tiny_env.unwrapped.train_prompts), ref.tokenizer, ref._encode, ref.eos_id,
+                   vocab, max_new_tokens=6, max_prompt_tokens=48, reward_fn=_ones)
+    gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+    obs, _ = env.reset(seed=0)
+    total, done, n = 0.0, False, 0
+    while not done:  # an episode ends at EOS or after max_new_tokens, paying the score once
+        obs, r, done, _, info = env.step(ref.eos_id if n == 3 else 65)
+        total, n = total + r, n + 1
+    assert n == 4 and total == 1.0 and info["response"] == "AAA"
+
+
+def test_lm_inputs_drop_all_padding_columns_and_count_positions():
+    obs = torch.tensor([[-1, -1, -1, 5, 6], [-1, -1, 7, 8, 9]])
+    ids, mask, pos = lm_inputs(obs, pad_id=0)
+    assert ids.tolist() == [[0, 5, 6], [7, 8, 9]]
+    assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert pos.tolist() == [[0, 0, 1], [0, 1, 2]]
+
+
+def _episodes(buf):
+    """(env, start, end) of the complete episodes in an SB3 rollout buffer."""
+    out = []
+    starts = buf.episode_starts
+    for e in range(starts.shape[1]):
+        idx = list(np.flatnonzero(starts[:, e]))
+        out += [(e, a, b) for a, b in zip(idx, idx[1:])]
+    return out
+
+
+def _rollout(model, first=False):
+    """One SB3 rollout into model.rollout_buffer, unflattened (learn() flattens it in train)."""
+    if first:
+        model._callback = model._setup_learn(10**6)[1]
+    assert model.collect_rollouts(model.env, model._callback, model.rollout_buffer, model.n_steps)
+    return model.rollout_buffer
+
+
+def _full_sequence_log_probs(model, prompt_ids, resp_ids):
+    """Independent oracle: one unpadded forward over prompt + response."""
+    ids = torch.tensor([prompt_ids + resp_ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    return lp[len(prompt_ids) - 1:].gather(-1, torch.tensor(resp_ids)[:, None])[:, 0]
+
+
+def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
+    u = tiny_env.unwrapped
+    policy = u.reference.trainable_copy()
+    c = _config(u, n_steps=16, n_epochs=1, learning_rate=3e-3)
+    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.7,
+                              config=c, seed=0)
+    for e in envs:
+        e.reward_fn = _ones
+    buf = _rollout(model, first=True)  # rollout 1: pi = pi0
+    ref = model._ref_log_probs(buf.observations, buf.actions)
+    np.testing.assert_allclose(buf.log_probs, ref, atol=1e-5)
+    episodes = _episodes(buf)
+    assert len(episodes) >= 4
+    for e, a, b in episodes:
+        prompt = [int(t) for t in buf.observations[a, e] if t >= 0]
+        resp = [int(t) for t in buf.actions[a:b, e, 0]]
+        oracle = _full_sequence_log_probs(u.reference.model, prompt, resp).numpy()
+        np.testing.assert_allclose(ref[a:b, e], oracle, atol=1e-4)
+        # rollout 1 has pi = pi0: no penalty, the score on the episode's last token only
+        np.testing.assert_allclose(buf.rewards[a:b, e], [0.0] * (b - a - 1) + [1.0], atol=1e-5)
+    model.train()
+    buf = _rollout(model)  # rollout 2, after one update
+    ref = model._ref_log_probs(buf.observations, buf.actions)
+    penalty = 0.7 * (buf.log_probs - ref)
+    assert np.abs(penalty).max() > 1e-3  # the policy moved after one update
+    raw = buf.rewards + penalty  # what the env paid: 1 on each last token, 0 elsewhere
+    for e, a, b in _episodes(buf):
+        np.testing.assert_allclose(raw[a:b, e], [0.0] * (b - a - 1) + [1.0], atol=1e-4)
+    n_eps = buf.episode_starts.sum()
+    assert model.kl_stats["kl"] == pytest.approx((buf.log_probs - ref).sum() / n_eps, rel=1e-4)
+
+
+def _first_minibatch_ratios(model, timesteps):
+    """exp(log pi_new - log pi_old) on the first minibatch of every update."""
+    state, ratios = {"armed": False, "old": None}, []
+    orig_train, orig_get = model.train, model.rollout_buffer.get
+    orig_eval = model.policy.evaluate_actions
+
+    def train():
+        state["armed"] = True
+        orig_train()
+
+    def get(batch_size=None):
+        for i, batch in enumerate(orig_get(batch_size)):
+            if i == 0:
+                state["old"] = batch.old_log_prob
+            yield batch
+
+    def evaluate(obs, actions):
+        values, log_prob, entropy = orig_eval(obs, actions)
+        if state["armed"]:
+            ratios.append(torch.exp(log_prob - state["old"]).detach())
+            state["armed"] = False
+        return values, log_prob, entropy
+
+    model.train, model.rollout_buffer.get, model.policy.evaluate_actions = train, get, evaluate
+    model.learn(total_timesteps=timesteps)
+    return ratios
+
+
+@pytest.mark.parametrize("dropout_on", [False, True])
+def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropout_on):
+    u = tiny_env.unwrapped
+    policy = u.reference.trainable_copy()
+    for m in policy.model.modules():  # a model whose config has dropout, like most hub LMs
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.3
+    c = _config(u)
+    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.5,
+                              config=c, seed=0)
+    for e in envs:
+        e.reward_fn = lambda p, r: np.array([float(len(x)) for x in r])
+    if dropout_on:  # the negative control: what the actor does if dropout stays on
+        model.policy.set_training_mode = lambda mode: torch.nn.Module.train(model.policy, mode)
+    ratios = _first_minibatch_ratios(model, 3 * c.n_steps * c.n_envs)
+    assert len(ratios) == 3
+    worst = max(float((r - 1).abs().max()) for r in ratios)
+    if dropout_on:
+        assert worst > 1e-2
+    else:
+        assert worst < 1e-5
+
+
+def test_config_defaults_follow_the_kind_of_env(tiny_env):
+    lin = rlhf_env.make("LinearBT-v0", seed=0).unwrapped
+    assert PPOConfig().resolved(lin).learning_rate == 0.5
+    lm = PPOConfig().resolved(tiny_env.unwrapped)
+    assert lm.learning_rate == 3e-4 and lm.n_steps == 32
+    assert dataclasses.replace(PPOConfig(n_steps=5)).resolved(tiny_env.unwrapped).n_steps == 5
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
+        agents.make("ppo", tiny_env, critic="separate")
+
+
+def test_ppo_raises_gold_reward_on_tiny_instruct():
+    """Offline TinyInstruct (1024 BT-labelled pairs of pi0), one RM fit, 8192 PPO tokens."""
+    gains, kls = [], []
+    for seed in (0, 1):
+        env = rlhf_env.make("TinyInstruct-v0", size="small", setting="offline", n_offline=1024,
+                            n_train_prompts=1024, n_eval_prompts=128, seed=seed)
+        u = env.unwrapped
+        agent = agents.make("ppo", env, seed=seed, progress=False, iterations=1,
+                            timesteps_per_iteration=8192).learn()
+        base = rlhf_env.evaluate(u.reference, env, n_samples=4, seed=0)["gold_reward"]
+        ev = rlhf_env.evaluate(agent.policy, env, n_samples=4, seed=0)
+        gains.append(ev["gold_reward"] - base)
+        kls.append(ev["kl"])
+    print(f"gold gains {gains}, KL to pi0 {kls}")
+    assert np.mean(gains) > 0.1 and min(gains) > 0, gains
+    assert all(0 < k < 3 for k in kls), kls
