@@ -76,12 +76,13 @@ def reward_kl_plot(env_id: str, agg: dict[str, dict[str, Any]], path: Path) -> P
         ax.plot([kl[0]], [gr[0]], "ks", markersize=8, label="pi0")
     if "optimal/kl" in ref_entry:
         ax.plot([ref_entry["optimal/kl"]["mean"]], [ref_entry["optimal/gold_reward"]["mean"]],
-                "r*", markersize=14, label="pi* (Gibbs optimum)")
+                "r*", markersize=16, label="pi* (Gibbs optimum)", zorder=5)
     cmap = plt.get_cmap("tab10")
-    for i, a in enumerate(sorted(agg)):
+    for i, a in enumerate(sorted(agg)):  # colour and marker together: distinct past 10 agents
         e = agg[a]
         ax.errorbar(e["kl"]["mean"], e["gold_reward"]["mean"], xerr=_err(e["kl"]),
-                    yerr=_err(e["gold_reward"]), fmt="o", capsize=3, color=cmap(i % 10), label=a)
+                    yerr=_err(e["gold_reward"]), fmt="osD^v"[i // 10 % 5], capsize=3,
+                    color=cmap(i % 10), label=a, alpha=0.85)
     ax.set_xlabel("KL(pi || pi0)  [nats]")
     ax.set_ylabel("gold reward")
     ax.set_title(f"{env_id}: reward against KL (95% intervals over seeds)")
