@@ -183,3 +183,26 @@ def test_ppo_raises_gold_reward_on_tiny_instruct():
     print(f"gold gains {gains}, KL to pi0 {kls}")
     assert np.mean(gains) > 0.1 and min(gains) > 0, gains
     assert all(0 < k < 3 for k in kls), kls
+
+
+def test_adaptive_kl_controller_follows_ziegler_update(tiny_env):
+    u = tiny_env.unwrapped
+    policy = u.reference.trainable_copy()
+    c = _config(u, kl_target=0.01, n_epochs=1, learning_rate=3e-3)
+    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.5,
+                              config=c, seed=0)
+    model.kl_horizon = 100
+    for e in envs:
+        e.reward_fn = _ones
+    buf = _rollout(model, first=True)
+    # pi = pi0 on the first rollout: KL 0, error clipped at -0.2
+    episodes = buf.episode_starts.sum()
+    assert model.kl_stats["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert model.kl_coef == pytest.approx(0.5 * (1 - 0.2 * episodes / 100))
+    model.train()
+    before = model.kl_coef
+    buf = _rollout(model)
+    kl, episodes = model.kl_stats["kl"], buf.episode_starts.sum()
+    err = np.clip(kl / 0.01 - 1, -0.2, 0.2)
+    assert model.kl_stats["kl_coef"] == before
+    assert model.kl_coef == pytest.approx(before * (1 + err * episodes / 100))
