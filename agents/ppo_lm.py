@@ -43,7 +43,8 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-__all__ = ["TokenEnv", "CausalLMActorCritic", "KLPenalizedPPO", "lm_inputs", "make_lm_ppo"]
+__all__ = ["TokenEnv", "CausalLMActorCritic", "KLPenalizedPPO", "lm_inputs", "make_lm_ppo",
+           "watch_first_minibatch_ratios"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -265,3 +266,36 @@ def make_lm_ppo(policy: Any, ref: Any, prompts: Sequence[str], *, kl_coef: float
                        "temperature": c.temperature, "critic": c.critic},
         ref_model=ref.model, kl_coef=kl_coef, kl_target=c.kl_target)
     return model, envs
+
+
+def watch_first_minibatch_ratios(model: Any) -> list[torch.Tensor]:
+    """Record pi_new / pi_old on the first minibatch of every update of an SB3 PPO ``model``.
+
+    A diagnostic: with the rollout's distribution reproduced exactly in training (dropout
+    off, the same temperature and inputs), each recorded ratio is 1. Returns the list that
+    the following ``learn`` calls fill, one tensor per update.
+    """
+    state: dict[str, Any] = {"armed": False, "old": None}
+    ratios: list[torch.Tensor] = []
+    train, get, evaluate = model.train, model.rollout_buffer.get, model.policy.evaluate_actions
+
+    def watched_train() -> None:
+        state["armed"] = True
+        train()
+
+    def watched_get(batch_size: int | None = None) -> Any:
+        for i, batch in enumerate(get(batch_size)):
+            if i == 0:
+                state["old"] = batch.old_log_prob
+            yield batch
+
+    def watched_evaluate(obs: torch.Tensor, actions: torch.Tensor) -> Any:
+        values, log_prob, entropy = evaluate(obs, actions)
+        if state["armed"]:
+            ratios.append(torch.exp(log_prob.detach() - state["old"]))
+            state["armed"] = False
+        return values, log_prob, entropy
+
+    model.train, model.rollout_buffer.get = watched_train, watched_get
+    model.policy.evaluate_actions = watched_evaluate
+    return ratios

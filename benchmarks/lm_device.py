@@ -27,7 +27,7 @@ import torch
 
 import agents
 import rlhf_env
-from agents.ppo_lm import make_lm_ppo
+from agents.ppo_lm import make_lm_ppo, watch_first_minibatch_ratios
 from agents.trainer import PreferenceData, train_preferences
 from rlhf_env.envs import tiny_tasks
 from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
@@ -101,29 +101,10 @@ def agents_end_to_end(device: str) -> None:
                               seed=0)
     for e in envs:
         e.reward_fn = lambda p, r: np.array([float(len(x)) for x in r])
-    ratios, state = [], {"armed": False}
-    orig_train, orig_get, orig_eval = model.train, model.rollout_buffer.get, model.policy.evaluate_actions
-
-    def train() -> None:
-        state["armed"] = True
-        orig_train()
-
-    def get(bs=None):
-        for i, batch in enumerate(orig_get(bs)):
-            if i == 0:
-                state["old"] = batch.old_log_prob
-            yield batch
-
-    def evaluate(obs, actions):
-        v, lp, ent = orig_eval(obs, actions)
-        if state["armed"]:
-            ratios.append(float((torch.exp(lp.detach() - state["old"]) - 1).abs().max()))
-            state["armed"] = False
-        return v, lp, ent
-
-    model.train, model.rollout_buffer.get, model.policy.evaluate_actions = train, get, evaluate
+    ratios = watch_first_minibatch_ratios(model)
     model.learn(total_timesteps=3 * c.n_steps * c.n_envs)
-    report("agents/ppo_first_minibatch_max_abs_ratio_minus_1", max(ratios))
+    report("agents/ppo_first_minibatch_max_abs_ratio_minus_1",
+           max(float((r - 1).abs().max()) for r in ratios))
 
 
 def best_of(k: int, fn, dev: torch.device) -> float:

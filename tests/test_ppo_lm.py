@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 import agents
 import rlhf_env
 from agents.ppo import PPOConfig
-from agents.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo
+from agents.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo, watch_first_minibatch_ratios
 
 
 def _config(env, **kw):
@@ -106,34 +106,6 @@ def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
     assert model.kl_stats["kl"] == pytest.approx((buf.log_probs - ref).sum() / n_eps, rel=1e-4)
 
 
-def _first_minibatch_ratios(model, timesteps):
-    """exp(log pi_new - log pi_old) on the first minibatch of every update."""
-    state, ratios = {"armed": False, "old": None}, []
-    orig_train, orig_get = model.train, model.rollout_buffer.get
-    orig_eval = model.policy.evaluate_actions
-
-    def train():
-        state["armed"] = True
-        orig_train()
-
-    def get(batch_size=None):
-        for i, batch in enumerate(orig_get(batch_size)):
-            if i == 0:
-                state["old"] = batch.old_log_prob
-            yield batch
-
-    def evaluate(obs, actions):
-        values, log_prob, entropy = orig_eval(obs, actions)
-        if state["armed"]:
-            ratios.append(torch.exp(log_prob - state["old"]).detach())
-            state["armed"] = False
-        return values, log_prob, entropy
-
-    model.train, model.rollout_buffer.get, model.policy.evaluate_actions = train, get, evaluate
-    model.learn(total_timesteps=timesteps)
-    return ratios
-
-
 @pytest.mark.parametrize("dropout_on", [False, True])
 def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropout_on):
     u = tiny_env.unwrapped
@@ -148,7 +120,8 @@ def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropou
         e.reward_fn = lambda p, r: np.array([float(len(x)) for x in r])
     if dropout_on:  # the negative control: what the actor does if dropout stays on
         model.policy.set_training_mode = lambda mode: torch.nn.Module.train(model.policy, mode)
-    ratios = _first_minibatch_ratios(model, 3 * c.n_steps * c.n_envs)
+    ratios = watch_first_minibatch_ratios(model)
+    model.learn(total_timesteps=3 * c.n_steps * c.n_envs)
     assert len(ratios) == 3
     worst = max(float((r - 1).abs().max()) for r in ratios)
     if dropout_on:
