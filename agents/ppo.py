@@ -103,8 +103,7 @@ def train_ppo_on_table(reward: np.ndarray, log_ref: np.ndarray, eta: float, *,
                        timesteps: int, config: Any = None, seed: int = 0,
                        prompt_ids: np.ndarray | None = None) -> np.ndarray:
     """SB3 PPO against a fixed reward table; returns log pi(a|x), shape ``(N, K)``."""
-    c = config or PPOConfig()
-    c = dataclasses.replace(c, **{k: v for k, v in FINITE_DEFAULTS.items() if getattr(c, k) is None})
+    c = (config or PPOConfig()).with_defaults(FINITE_DEFAULTS)
     env = KLBanditEnv(reward, log_ref, eta, prompt_ids)
     model = _make_ppo(env, log_ref, eta, c, seed)
     model.learn(total_timesteps=timesteps)
@@ -158,11 +157,14 @@ class PPOConfig(AgentConfig):
     max_grad_norm: float = 0.5
     critic: str = "detached"
 
-    def resolved(self, env: Any) -> PPOConfig:
-        """A copy with the None defaults filled in for ``env``'s kind."""
-        table = FINITE_DEFAULTS if is_finite(env) else LM_DEFAULTS
+    def with_defaults(self, table: dict[str, Any]) -> PPOConfig:
+        """A copy with the fields that are None taken from ``table``."""
         return dataclasses.replace(self, **{k: v for k, v in table.items()
                                              if getattr(self, k) is None})
+
+    def resolved(self, env: Any) -> PPOConfig:
+        """A copy with the None defaults filled in for ``env``'s kind."""
+        return self.with_defaults(FINITE_DEFAULTS if is_finite(env) else LM_DEFAULTS)
 
     def validate(self, env: Any) -> None:
         super().validate(env)
@@ -172,6 +174,8 @@ class PPOConfig(AgentConfig):
             v = getattr(c, name)
             check(isinstance(v, int) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
         check(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate!r}")
+        check(c.max_new_tokens is None or isinstance(c.max_new_tokens, int) and c.max_new_tokens >= 1,
+              f"max_new_tokens must be an int >= 1 or None, got {c.max_new_tokens!r}")
         check(c.temperature > 0, f"temperature must be > 0, got {c.temperature!r}")
         check(c.kl_coef is None or c.kl_coef >= 0, f"kl_coef must be >= 0, got {c.kl_coef!r}")
         check(c.kl_target is None or c.kl_target > 0,

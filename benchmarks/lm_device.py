@@ -179,6 +179,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    unknown = skip - {"consistency", "agents", "speed"}
+    if unknown:
+        ap.error(f"--skip takes consistency, agents, speed; got {', '.join(sorted(unknown))}")
     report("device", torch.cuda.get_device_name() if args.device.startswith("cuda")
            else f"cpu ({torch.get_num_threads()} threads)")
     if "consistency" not in skip:

@@ -1,6 +1,5 @@
 """Token-level PPO on language envs: the MDP, the KL penalty, the PPO ratio, and a gain in gold."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -21,6 +20,16 @@ def _config(env, **kw):
 
 def _ones(prompts, responses):
     return np.ones(len(prompts))
+
+
+def _lm_ppo(u, kl_coef, reward_fn=_ones, **config):
+    """SB3 PPO over a trainable copy of the env's pi0, every episode scored by reward_fn."""
+    c = _config(u, **config)
+    model, envs = make_lm_ppo(u.reference.trainable_copy(), u.reference, list(u.train_prompts),
+                              kl_coef=kl_coef, config=c, seed=0)
+    for e in envs:
+        e.reward_fn = reward_fn
+    return model, c
 
 
 def test_token_env_passes_gymnasium_and_sb3_checkers(tiny_env):
@@ -76,12 +85,7 @@ def _full_sequence_log_probs(model, prompt_ids, resp_ids):
 
 def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
     u = tiny_env.unwrapped
-    policy = u.reference.trainable_copy()
-    c = _config(u, n_steps=16, n_epochs=1, learning_rate=3e-3)
-    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.7,
-                              config=c, seed=0)
-    for e in envs:
-        e.reward_fn = _ones
+    model, c = _lm_ppo(u, 0.7, n_steps=16, n_epochs=1, learning_rate=3e-3)
     buf = _rollout(model, first=True)  # rollout 1: pi = pi0
     ref = model._ref_log_probs(buf.observations, buf.actions)
     np.testing.assert_allclose(buf.log_probs, ref, atol=1e-5)
@@ -108,16 +112,11 @@ def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
 
 @pytest.mark.parametrize("dropout_on", [False, True])
 def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropout_on):
-    u = tiny_env.unwrapped
-    policy = u.reference.trainable_copy()
-    for m in policy.model.modules():  # a model whose config has dropout, like most hub LMs
+    model, c = _lm_ppo(tiny_env.unwrapped, 0.5,
+                       reward_fn=lambda p, r: np.array([float(len(x)) for x in r]))
+    for m in model.policy.lm.modules():  # a model whose config has dropout, like most hub LMs
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.3
-    c = _config(u)
-    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.5,
-                              config=c, seed=0)
-    for e in envs:
-        e.reward_fn = lambda p, r: np.array([float(len(x)) for x in r])
     if dropout_on:  # the negative control: what the actor does if dropout stays on
         model.policy.set_training_mode = lambda mode: torch.nn.Module.train(model.policy, mode)
     ratios = watch_first_minibatch_ratios(model)
@@ -135,9 +134,11 @@ def test_config_defaults_follow_the_kind_of_env(tiny_env):
     assert PPOConfig().resolved(lin).learning_rate == 0.5
     lm = PPOConfig().resolved(tiny_env.unwrapped)
     assert lm.learning_rate == 3e-4 and lm.n_steps == 32
-    assert dataclasses.replace(PPOConfig(n_steps=5)).resolved(tiny_env.unwrapped).n_steps == 5
+    assert PPOConfig(n_steps=5).resolved(tiny_env.unwrapped).n_steps == 5
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
         agents.make("ppo", tiny_env, critic="separate")
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="max_new_tokens must be"):
+        agents.make("ppo", tiny_env, max_new_tokens=0)
 
 
 def test_ppo_raises_gold_reward_on_tiny_instruct():
@@ -160,13 +161,8 @@ def test_ppo_raises_gold_reward_on_tiny_instruct():
 
 def test_adaptive_kl_controller_follows_ziegler_update(tiny_env):
     u = tiny_env.unwrapped
-    policy = u.reference.trainable_copy()
-    c = _config(u, kl_target=0.01, n_epochs=1, learning_rate=3e-3)
-    model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.5,
-                              config=c, seed=0)
+    model, c = _lm_ppo(u, 0.5, kl_target=0.01, n_epochs=1, learning_rate=3e-3)
     model.kl_horizon = 100
-    for e in envs:
-        e.reward_fn = _ones
     buf = _rollout(model, first=True)
     # pi = pi0 on the first rollout: KL 0, error clipped at -0.2
     episodes = buf.episode_starts.sum()
