@@ -4,17 +4,23 @@
     env = rlhf_env.make("LinearBT-v0", setting="hybrid", seed=0)
     agent = agents.make("iterative_dpo", env, iterations=4).learn()
     rlhf_env.evaluate(agent.policy, env)
+
+``agents.make(name, env, **overrides)`` takes the agent's hyperparameters from
+``zoo_configs/<name>.yml`` (the ``default`` entry, then the env's kind, then the env's
+id) and applies ``overrides`` last, exactly as the zoo does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents import best_of_n, dpo, gshf, iterative_dpo, ppo, rso  # noqa: F401  (registers the agents)
-from agents.base import AGENTS, Agent, AgentConfig
+from agents import algorithms  # noqa: F401  (registers the agents)
+from agents.base import AGENTS, AgentConfig, register_agent
+from agents.loop import Agent
 from rlhf_env.errors import UnknownEnvError, closest
 
-__all__ = ["make", "list_agents", "get", "Agent", "AgentConfig"]
+__all__ = ["make", "list_agents", "get", "Agent", "AgentConfig", "register_agent",
+           "UnknownAgentError"]
 
 
 class UnknownAgentError(UnknownEnvError):
@@ -23,7 +29,7 @@ class UnknownAgentError(UnknownEnvError):
 
 def get(name: str) -> type[Agent]:
     """The agent class registered as ``name``."""
-    if name not in AGENTS:
+    if not isinstance(name, str) or name not in AGENTS:
         raise UnknownAgentError(
             f"no agent named {name!r}.{closest(str(name), AGENTS)} Agents: {', '.join(list_agents())}."
         )
@@ -31,7 +37,7 @@ def get(name: str) -> type[Agent]:
 
 
 def make(name: str, env: Any, **hparams: Any) -> Agent:
-    """Build agent ``name`` on ``env`` with hyperparameters (unknown names are an error)."""
+    """Build agent ``name`` on ``env``: zoo config for the env, then ``hparams`` (checked)."""
     return get(name)(env, **hparams)
 
 

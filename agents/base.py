@@ -1,37 +1,42 @@
-"""The Agent interface: construction from typed hyperparameters, ``learn``, ``save``/``load``.
+"""Typed hyperparameters, the agent registry, and the run logger.
 
-An agent reads the public parts of ``env.unwrapped`` (reference, eta,
-offline_dataset, train_prompts, features where the env is linear) and gets
-feedback only by stepping the env. It never reads the gold reward.
+Every agent's hyperparameters are a dataclass derived from :class:`AgentConfig`.
+Values arrive from YAML, the command line or Python; :meth:`AgentConfig.from_dict`
+checks each against its field's type (a bool is not an int, ``"no"`` is not a
+bool, numbers must be finite), follows deprecated names to their new ones with a
+warning, reads dotted keys into nested configs (``reward_model.steps=400``), and
+refuses an unknown key naming the closest valid one. :meth:`AgentConfig.check`
+then checks ranges; :meth:`AgentConfig.check_env` what depends on the env.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+import types
+import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import torch
-
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, closest
-from rlhf_env.policies import Policy, load_policy
 
-__all__ = ["Agent", "AgentConfig", "RunLogger", "Callback", "register_agent", "AGENTS"]
+__all__ = ["TypedConfig", "AgentConfig", "RunLogger", "register_agent", "AGENTS", "check",
+           "RUNTIME_KEYS"]
 
-AGENTS: dict[str, type[Agent]] = {}
+AGENTS: dict[str, type] = {}
 
-Callback = Callable[["Agent", dict[str, Any]], Any]
-"""``callback(agent, info)``, called after each iteration; return False to stop early."""
+RUNTIME_KEYS = ("seed", "tensorboard_log", "run_name", "progress", "checkpoint_dir")
+"""Fields of every config that say how to run, not what to learn (never in YAML files)."""
 
 
-def register_agent(name: str) -> Callable[[type[Agent]], type[Agent]]:
+def register_agent(name: str) -> Callable[[type], type]:
     """Class decorator registering an agent under ``name`` for :func:`agents.make`."""
 
-    def deco(cls: type[Agent]) -> type[Agent]:
+    def deco(cls: type) -> type:
         cls.name = name
         AGENTS[name] = cls
         return cls
@@ -39,28 +44,164 @@ def register_agent(name: str) -> Callable[[type[Agent]], type[Agent]]:
     return deco
 
 
+def check(cond: bool, message: str) -> None:
+    """Raise :class:`InvalidArgumentError` with ``message`` unless ``cond``."""
+    if not cond:
+        raise InvalidArgumentError(message)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the type hint ``hint`` (and converted where lossless)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(name, value, a)
+            except InvalidArgumentError as e:
+                errors.append(str(e))
+        raise InvalidArgumentError(errors[0] if len(errors) == 1 else
+                                   f"{name} has the wrong type: {_short(value)}")
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, str) and "kind" in hint.field_names():
+            value = {"kind": value}  # shorthand: reward_model: neural
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(f"{name} must be a mapping of {hint.__name__} fields, "
+                                       f"got {_short(value)}")
+        return hint.from_dict(value, prefix=f"{name}.")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(f"{name} must be true or false, got {_short(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgumentError(f"{name} must be an int, got {_short(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgumentError(f"{name} must be a number, got {_short(value)}")
+        if not math.isfinite(value):
+            raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"{name} must be a string, got {_short(value)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise InvalidArgumentError(f"{name} must be a list, got {_short(value)}")
+        item = args[0] if args else Any
+        return tuple(_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(f"{name} must be a mapping, got {_short(value)}")
+        return dict(value)
+    return value
+
+
 @dataclasses.dataclass
-class AgentConfig:
-    """Base of every agent's hyperparameters (a dataclass; checked in ``validate``)."""
+class TypedConfig:
+    """A dataclass of typed settings, built and checked by :meth:`from_dict`."""
 
-    seed: int = 0
-    tensorboard_log: str | None = None
-    run_name: str | None = None
-    progress: bool | None = None  # tqdm bars: None = only on a terminal
+    ALIASES: ClassVar[dict[str, str]] = {}
+    """Deprecated name -> current name (accepted for one version, with a FutureWarning)."""
 
-    def validate(self, env: Any) -> None:
-        """Raise :class:`InvalidArgumentError` saying what to change."""
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InvalidArgumentError(f"seed must be a non-negative int, got {self.seed!r}")
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def canonical(cls, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """``values`` with deprecated names replaced by current ones (a FutureWarning each);
+        a name given both ways is an error."""
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if not isinstance(key, str):
+                raise InvalidKwargError(f"hyperparameter names are strings, got {key!r}")
+            head, dot, rest = key.partition(".")
+            if head in cls.ALIASES:
+                new = cls.ALIASES[head]
+                warnings.warn(f"hyperparameter {prefix}{head!r} is deprecated: use "
+                              f"{prefix}{new!r}", FutureWarning, stacklevel=5)
+                key = new + dot + rest
+                if key in values:
+                    raise InvalidKwargError(f"{prefix}{new} was given twice (once as {head!r})")
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, prefix: str = "", source: str = "") -> Any:
+        """A checked config from ``values``; unknown keys raise :class:`InvalidKwargError`."""
+        hints = typing.get_type_hints(cls)
+        fields = cls.field_names()
+        nested: dict[str, dict[str, Any]] = {}
+        clean: dict[str, Any] = {}
+        for key, value in cls.canonical(values, prefix).items():
+            head, dot, rest = key.partition(".")
+            if head not in fields:
+                where = f" (from {source})" if source else ""
+                raise InvalidKwargError(
+                    f"unknown hyperparameter {prefix + head!r}{where}."
+                    f"{closest(head, [*fields, *cls.ALIASES])} Valid: {', '.join(fields)}.")
+            if dot:
+                if not (dataclasses.is_dataclass(hints[head]) and isinstance(hints[head], type)):
+                    raise InvalidKwargError(f"{prefix}{head} has no fields (got {key!r})")
+                nested.setdefault(head, {})[rest] = value
+            else:
+                clean[head] = value
+        for head, sub in nested.items():
+            base = clean.get(head)
+            if dataclasses.is_dataclass(base):
+                base = base.to_dict()
+            clean[head] = {**(base or {}), **sub}
+        out = {k: _coerce(prefix + k, v, hints[k]) for k, v in clean.items()}
+        config = cls(**out)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Ranges and choices; raise :class:`InvalidArgumentError` saying what to change."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def check(cond: bool, message: str) -> None:
-    """Raise :class:`InvalidArgumentError` with ``message`` unless ``cond``."""
-    if not cond:
-        raise InvalidArgumentError(message)
+@dataclasses.dataclass
+class AgentConfig(TypedConfig):
+    """Base of every agent's hyperparameters; see the module docstring.
+
+    Run-time fields (:data:`RUNTIME_KEYS`): ``seed`` (the agent's randomness),
+    ``tensorboard_log`` and ``run_name`` (TensorBoard), ``progress`` (tqdm bars: None
+    means only on a terminal), ``checkpoint_dir`` (per-round checkpoints).
+    """
+
+    seed: int = 0
+    tensorboard_log: str | None = None
+    run_name: str | None = None
+    progress: bool | None = None
+    checkpoint_dir: str | None = None
+
+    def check(self) -> None:
+        check(self.seed >= 0, f"seed must be a non-negative int, got {self.seed!r}")
+
+    def check_env(self, instance: Any) -> None:
+        """What depends on the env (its kind, budget, data); default: nothing."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The learning-relevant fields (everything but :data:`RUNTIME_KEYS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
 
 
 class RunLogger:
@@ -91,86 +232,13 @@ class RunLogger:
             with self.jsonl.open("a") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def text(self, tag: str, text: str) -> None:
+        """A text summary (e.g. the run's config) in TensorBoard."""
+        if self.writer is not None:
+            self.writer.add_text(tag, text)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
             self.writer = None
-
-
-class Agent:
-    """Base class. Subclasses set ``Config`` and implement :meth:`learn`.
-
-    Args:
-        env: an env made by :func:`rlhf_env.make` (or its ``unwrapped``).
-        **hparams: fields of the agent's ``Config`` dataclass; an unknown name is an error.
-    """
-
-    name: ClassVar[str] = "agent"
-    Config: ClassVar[type[AgentConfig]] = AgentConfig
-    description: ClassVar[str] = ""
-
-    def __init__(self, env: Any, **hparams: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = [k for k in hparams if k not in fields]
-        if unknown:
-            raise InvalidKwargError(
-                f"agent {self.name!r} got unknown hyperparameter(s) {unknown}."
-                f"{closest(unknown[0], fields)} Valid: {', '.join(sorted(fields))}."
-            )
-        self.env = env
-        self.u = env.unwrapped
-        self.config = self.Config(**hparams)
-        self.config.validate(self.u)
-        self.policy: Policy = self.u.reference
-        self.logger = RunLogger(self.config.tensorboard_log, self.config.run_name)
-        self.global_step = 0
-        self.queries_spent = 0
-
-    # -- helpers for subclasses -----------------------------------------------------------
-    def generator(self, *tags: int) -> torch.Generator:
-        """A torch generator seeded by (seed, *tags): reproducible across resumes."""
-        ss = np.random.SeedSequence([self.config.seed, *tags])
-        return torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
-
-    def seed_for(self, *tags: int) -> int:
-        ss = np.random.SeedSequence([self.config.seed, *tags])
-        return int(ss.generate_state(1, np.uint32)[0])
-
-    @property
-    def progress_disabled(self) -> bool | None:
-        p = self.config.progress
-        return None if p is None else not p
-
-    # -- the interface -------------------------------------------------------------------------
-    def learn(self, callback: Callback | None = None, resume_from: str | Path | None = None) -> Agent:
-        """Train; returns self. ``callback(agent, info)`` runs after each iteration."""
-        raise NotImplementedError
-
-    def save(self, path: str | Path) -> Path:
-        """Save the policy (safetensors) and the hyperparameters (JSON) in folder ``path``."""
-        from rlhf_env.policies import FinitePolicy, TabularPolicy
-        from rlhf_env.policies.base import _POLICY_CLASSES
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        policy = self.policy
-        if isinstance(policy, FinitePolicy) and type(policy).__name__ not in _POLICY_CLASSES:
-            policy = TabularPolicy.from_policy(policy)  # the same distribution, loadable
-        policy.save(path / "policy")
-        meta = {"agent": self.name, "config": self.config.to_dict(),
-                "global_step": self.global_step, "queries_spent": self.queries_spent}
-        (path / "agent.json").write_text(json.dumps(meta, indent=1, default=str))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, env: Any) -> Agent:
-        """Rebuild an agent saved by :meth:`save` on ``env`` (its policy restored, not retrained)."""
-        path = Path(path)
-        meta = json.loads((path / "agent.json").read_text())
-        agent_cls = AGENTS.get(meta["agent"], cls)
-        agent = agent_cls(env, **meta["config"])
-        agent.policy = load_policy(path / "policy")
-        agent.global_step = meta.get("global_step", 0)
-        agent.queries_spent = meta.get("queries_spent", 0)
-        return agent

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents.trainer import PreferenceData
+from agents.data import PreferenceData
 from rlhf_env.errors import InvalidArgumentError
 from rlhf_env.policies import Policy, load_policy
 

@@ -1,39 +1,89 @@
 """Bradley-Terry reward models fitted on the preference data an agent has.
 
-:func:`fit_reward_model` picks the model the env allows:
+:func:`fit_reward_model` fits the model :class:`RewardModelConfig` names; ``"auto"``
+picks by the env's declared kind:
 
-* ``"linear"`` (envs that publish features phi, e.g. LinearBT): r(x, a) =
+* ``"linear"`` (linear envs, whose features phi are public): r(x, a) =
   <theta, phi(x, a)> with theta the ridge-regularised MLE, found by Newton's
   method on the convex BT log-likelihood (Xiong et al. 2024, Eq. (5)). It also
   keeps Sigma = lambda I + sum_i (phi_c - phi_r)(phi_c - phi_r)^T, the design
   matrix the paper's confidence bounds use.
-* ``"tabular"`` (finite catalogs without features): one free reward per
+* ``"tabular"`` (exact envs without features): one free reward per
   (prompt, response), ridge-regularised BT.
-* ``"neural"`` (language envs): a tiny GPT-2 sequence-classification RM over
+* ``"neural"`` (sampled envs): a tiny GPT-2 sequence-classification RM over
   bytes, trained with the BT loss (:func:`rlhf_env.lm.tiny.train_reward_model`).
 
-Each is a reward function ``r(prompts, responses) -> np.ndarray``.
+Each is a reward function ``r(prompts, responses) -> np.ndarray``. How good the
+reward model is caps every agent built on it: its settings are a typed config
+(``reward_model:`` in the zoo's YAML, ``--hyperparams reward_model.steps=400``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from agents.trainer import PreferenceData
+from agents.base import TypedConfig, check
+from agents.data import PreferenceData
 
-__all__ = ["LinearBTReward", "TabularBTReward", "NeuralBTReward", "fit_reward_model"]
+__all__ = ["RewardModelConfig", "LinearBTReward", "TabularBTReward", "fit_reward_model",
+           "RM_KINDS"]
+
+RM_KINDS = ("auto", "linear", "tabular", "neural")
+
+
+@dataclasses.dataclass
+class RewardModelConfig(TypedConfig):
+    """The learned reward model's settings.
+
+    ``kind``: auto, linear, tabular or neural (see the module docstring); ``ridge``:
+    the L2 weight of the linear and tabular fits; the neural RM: ``n_layer``,
+    ``n_embd``, ``n_positions`` (context, tokens), ``steps``, ``batch_size``,
+    ``learning_rate``.
+    """
+
+    kind: str = "auto"
+    ridge: float = 0.1
+    n_layer: int = 2
+    n_embd: int = 64
+    n_positions: int = 256
+    steps: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+
+    def check(self) -> None:
+        check(self.kind in RM_KINDS, f"reward_model.kind must be one of {RM_KINDS}, "
+                                     f"got {self.kind!r}")
+        check(self.ridge > 0, f"reward_model.ridge must be > 0, got {self.ridge!r}")
+        for name in ("n_layer", "n_embd", "n_positions", "steps", "batch_size"):
+            check(getattr(self, name) >= 1, f"reward_model.{name} must be >= 1")
+        check(self.n_embd % 4 == 0, "reward_model.n_embd must be a multiple of 4 (4 heads)")
+        check(self.learning_rate > 0, "reward_model.learning_rate must be > 0")
+
+    def resolved_kind(self, instance: Any) -> str:
+        """The kind for ``instance``: ``auto`` becomes linear, tabular or neural."""
+        if self.kind != "auto":
+            check((self.kind == "neural") == (not instance.exact),
+                  f"reward_model.kind={self.kind!r} does not fit {instance.name}, a "
+                  f"{instance.kind} env: 'neural' is for sampled (language) envs, 'tabular' and "
+                  "'linear' for exact ones ('auto' picks)")
+            check(self.kind != "linear" or instance.kind == "linear",
+                  f"reward_model.kind='linear' needs an env with features; {instance.name} "
+                  f"is {instance.kind}")
+            return self.kind
+        return {"linear": "linear", "exact": "tabular", "sampled": "neural"}[instance.kind]
 
 
 class LinearBTReward:
     """r(x, a) = <theta, phi(x, a)>, theta the ridge MLE of the BT model."""
 
-    def __init__(self, env: Any, data: PreferenceData, ridge: float = 0.1,
+    def __init__(self, instance: Any, data: PreferenceData, ridge: float = 0.1,
                  iterations: int = 50) -> None:
-        self.catalog, self.features = env.catalog, np.asarray(env.features, dtype=np.float64)
+        self.catalog, self.features = instance.catalog, np.asarray(instance.features)
         d = self.features.shape[-1]
         self.ridge = float(ridge)
         pid = self.catalog.prompt_ids(data.prompts)
@@ -64,8 +114,9 @@ class LinearBTReward:
 class TabularBTReward:
     """One free reward per (prompt, response), fitted by ridge-regularised BT."""
 
-    def __init__(self, env: Any, data: PreferenceData, ridge: float = 0.1, steps: int = 500) -> None:
-        self.catalog = env.catalog
+    def __init__(self, instance: Any, data: PreferenceData, ridge: float = 0.1,
+                 steps: int = 500) -> None:
+        self.catalog = instance.catalog
         pid = torch.as_tensor(self.catalog.prompt_ids(data.prompts))
         c = torch.as_tensor(self.catalog.response_ids(data.chosen))
         r = torch.as_tensor(self.catalog.response_ids(data.rejected))
@@ -90,37 +141,30 @@ class TabularBTReward:
         return self._table[self.catalog.prompt_ids(prompts), self.catalog.response_ids(responses)]
 
 
-class NeuralBTReward:
-    """A tiny byte-level GPT-2 reward model trained with the BT loss on the data."""
+def neural_reward_model(data: PreferenceData, config: RewardModelConfig, seed: int = 0) -> Any:
+    """A tiny byte-level GPT-2 RM trained with the BT loss; a
+    :class:`~rlhf_env.lm.reward_model.RewardModel` (``train_losses`` holds the losses)."""
+    from rlhf_env.lm.reward_model import RewardModel
+    from rlhf_env.lm.tiny import TinyLMConfig, train_reward_model
 
-    def __init__(self, data: PreferenceData, *, n_layer: int = 2, n_embd: int = 64,
-                 n_positions: int = 256, steps: int = 200, batch_size: int = 32,
-                 lr: float = 1e-3, seed: int = 0) -> None:
-        from rlhf_env.lm.reward_model import RewardModel
-        from rlhf_env.lm.tiny import TinyLMConfig, train_reward_model
-
-        cfg = TinyLMConfig(n_layer=n_layer, n_embd=n_embd, n_head=4, n_positions=n_positions,
-                           seed=seed)
-        model, tok, self.losses = train_reward_model(
-            data.prompts, data.chosen, data.rejected, cfg, steps=steps, batch_size=batch_size,
-            lr=lr)
-        self.rm = RewardModel(model, tok)
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return self.rm(prompts, responses)
+    cfg = TinyLMConfig(n_layer=config.n_layer, n_embd=config.n_embd, n_head=4,
+                       n_positions=config.n_positions, seed=seed)
+    model, tok, losses = train_reward_model(
+        data.prompts, data.chosen, data.rejected, cfg, steps=config.steps,
+        batch_size=config.batch_size, lr=config.learning_rate)
+    rm = RewardModel(model, tok)
+    rm.train_losses = losses
+    return rm
 
 
-def fit_reward_model(env: Any, data: PreferenceData, kind: str = "auto", seed: int = 0,
-                     **kwargs: Any) -> Any:
-    """Fit the BT reward model ``kind`` (``"auto"``, ``"linear"``, ``"tabular"``, ``"neural"``)."""
+def fit_reward_model(instance: Any, data: PreferenceData, config: RewardModelConfig | None = None,
+                     seed: int = 0) -> Any:
+    """Fit the BT reward model ``config`` names on ``data`` (identical pairs dropped)."""
+    config = config or RewardModelConfig()
     data, _ = data.without_ties()
-    if kind == "auto":
-        kind = ("linear" if hasattr(env, "features") else "tabular") if hasattr(
-            env, "catalog") else "neural"
+    kind = config.resolved_kind(instance)
     if kind == "linear":
-        return LinearBTReward(env, data, **kwargs)
+        return LinearBTReward(instance, data, ridge=config.ridge)
     if kind == "tabular":
-        return TabularBTReward(env, data, **kwargs)
-    if kind == "neural":
-        return NeuralBTReward(data, seed=seed, **kwargs)
-    raise ValueError(f"reward model kind must be auto, linear, tabular or neural, got {kind!r}")
+        return TabularBTReward(instance, data, ridge=config.ridge)
+    return neural_reward_model(data, config, seed=seed)

@@ -9,78 +9,34 @@ With ``rpo_alpha > 0`` the loss adds rpo_alpha times the per-token negative
 log-likelihood of the chosen response (RPO: Pang et al. 2024; Liu et al. 2024),
 which keeps DPO from moving probability onto responses it never saw.
 
-Batches: each optimiser step sees ``batch_size`` pairs, processed in
-micro-batches of ``micro_batch_size``; every micro-batch's summed loss is
-divided by the *whole* batch's size, so the gradient is the same whatever the
-split (1 x 8 or 4 x 2). Under ``accelerate launch`` (several processes) each
-process takes its share of every batch and gradients are summed across
-processes, which again gives the gradient of the whole batch.
+Batches (TRL's convention): each optimiser step sees
+``per_device_train_batch_size x gradient_accumulation_steps x processes`` pairs;
+each process takes its share and processes it in micro-batches of
+``per_device_train_batch_size``. Every micro-batch's summed loss is divided by
+the *whole* batch's size and gradients are summed across processes, so the
+gradient is that of the whole batch whatever the split (1 x 8, 4 x 2, or two
+processes of 4). ``per_device_train_batch_size=None`` puts the whole dataset in
+one batch (full-batch training, for exact envs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from agents.data import PreferenceData
 from agents.losses import nll_loss, preference_loss
 from rlhf_env.policies import Policy
 
-__all__ = ["PreferenceData", "TrainResult", "train_preferences", "reference_log_probs",
-           "distributed_context"]
+__all__ = ["TrainResult", "train_preferences", "reference_log_probs", "distributed_context"]
 
 
 METRIC_KEYS = ("loss", "nll", "rewards/chosen", "rewards/rejected", "rewards/margins",
                "rewards/accuracies", "logps/chosen", "logps/rejected")
-
-
-@dataclass
-class PreferenceData:
-    """Preference triples; ``chosen[i]`` was preferred to ``rejected[i]`` for ``prompts[i]``."""
-
-    prompts: list[str] = field(default_factory=list)
-    chosen: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    confidence: list[float] | None = None  # P(chosen > rejected) for soft labels; None = hard
-
-    @classmethod
-    def from_dataset(cls, ds: Any) -> PreferenceData:
-        if ds is None:
-            return cls()
-        conf = list(ds["confidence"]) if "confidence" in ds.column_names else None
-        return cls(list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"]), conf)
-
-    def extend(self, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
-               confidence: Sequence[float] | None = None) -> None:
-        if (confidence is None) != (self.confidence is None) and len(self):
-            raise ValueError("cannot mix soft-labelled (confidence) and hard-labelled pairs")
-        if confidence is not None:
-            self.confidence = (self.confidence or []) + [float(c) for c in confidence]
-        self.prompts += list(prompts)
-        self.chosen += list(chosen)
-        self.rejected += list(rejected)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def without_ties(self) -> tuple[PreferenceData, int]:
-        keep = [i for i in range(len(self)) if self.chosen[i] != self.rejected[i]]
-        out = PreferenceData([self.prompts[i] for i in keep], [self.chosen[i] for i in keep],
-                             [self.rejected[i] for i in keep],
-                             None if self.confidence is None else [self.confidence[i] for i in keep])
-        return out, len(self) - len(keep)
-
-    def to_dataset(self) -> Any:
-        import datasets
-
-        cols = {"prompt": self.prompts, "chosen": self.chosen, "rejected": self.rejected}
-        if self.confidence is not None:
-            cols["confidence"] = self.confidence
-        return datasets.Dataset.from_dict(cols)
 
 
 @dataclass
@@ -170,10 +126,10 @@ def train_preferences(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
     rpo_alpha: float = 0.0,
-    epochs: int = 1,
-    batch_size: int = 32,
-    micro_batch_size: int | None = None,
-    lr: float = 1e-3,
+    num_train_epochs: int = 1,
+    per_device_train_batch_size: int | None = 32,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
     max_grad_norm: float | None = 10.0,
     seed: int = 0,
@@ -191,18 +147,21 @@ def train_preferences(
     ref_c, ref_r = reference_log_probs(reference, data)
     soft = None if data.confidence is None else 1.0 - torch.tensor(data.confidence, dtype=torch.float64)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    bs = min(batch_size, len(data))
-    mbs = min(micro_batch_size or bs, bs)
+    if per_device_train_batch_size is None:  # full batch
+        mbs = bs = len(data)
+    else:
+        mbs = per_device_train_batch_size
+        bs = min(mbs * gradient_accumulation_steps * acc.num_processes, len(data))
     steps_per_epoch = math.ceil(len(data) / bs)
-    total = epochs * steps_per_epoch
+    total = num_train_epochs * steps_per_epoch
     policy.train()
     metrics: dict[str, float] = {}
     bar = tqdm(total=total, desc="preference steps", leave=False,
                disable=(not acc.is_main_process) or (None if progress is None else not progress))
     step = 0
-    for _ in range(epochs):
+    for _ in range(num_train_epochs):
         order = torch.randperm(len(data), generator=gen).tolist()
         for start in range(0, len(order), bs):
             batch = order[start : start + bs]
@@ -231,6 +190,7 @@ def train_preferences(
             step += 1
             metrics = {k: v / len(batch) for k, v in sums.items()}
             metrics["grad_norm"] = grad_norm
+            metrics["learning_rate"] = learning_rate
             if logger is not None and acc.is_main_process:
                 logger.log({log_prefix + k: v for k, v in metrics.items()}, step_offset + step)
             bar.update(1)

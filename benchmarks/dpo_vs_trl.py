@@ -29,7 +29,8 @@ import warnings
 import numpy as np
 import torch
 
-from agents.trainer import PreferenceData, train_preferences
+from agents.data import PreferenceData
+from agents.trainer import train_preferences
 from rlhf_env.envs import tiny_tasks
 from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
@@ -115,8 +116,9 @@ def main() -> None:
     sub = PreferenceData(data.prompts[:n_train], data.chosen[:n_train], data.rejected[:n_train])
     policy = CausalLMPolicy(copy.deepcopy(base), tok, max_length=64).trainable_copy()
     t = time.perf_counter()
-    train_preferences(policy, ref, sub, beta=args.beta, epochs=1, batch_size=args.batch_size,
-                      lr=1e-3, progress=False)
+    train_preferences(policy, ref, sub, beta=args.beta, num_train_epochs=1,
+                      per_device_train_batch_size=args.batch_size, learning_rate=1e-3,
+                      progress=False)
     ours_rate = n_train / (time.perf_counter() - t)
     t = time.perf_counter()  # TRL tokenizes and precomputes in its constructor: time both
     trainer = trl_trainer(copy.deepcopy(base), copy.deepcopy(base), tok, sub, args.batch_size,

@@ -27,8 +27,10 @@ import torch
 
 import agents
 import rlhf_env
-from agents.ppo_lm import make_lm_ppo, watch_first_minibatch_ratios
-from agents.trainer import PreferenceData, train_preferences
+from agents.algorithms.ppo import PPOConfig
+from agents.algorithms.ppo_lm import make_lm_ppo, watch_first_minibatch_ratios
+from agents.data import PreferenceData
+from agents.trainer import train_preferences
 from rlhf_env.envs import tiny_tasks
 from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
@@ -69,8 +71,8 @@ def consistency(device: str) -> None:
     losses = []
     for pol in (cpu, dev):
         ref = pol.trainable_copy().freeze()
-        res = train_preferences(pol, ref, data, beta=0.1, batch_size=64, epochs=1, lr=1e-2,
-                                progress=False)
+        res = train_preferences(pol, ref, data, beta=0.1, per_device_train_batch_size=64,
+                                num_train_epochs=1, learning_rate=1e-2, progress=False)
         with torch.no_grad():
             losses.append(float(pol.log_prob(data.prompts[:8], data.chosen[:8]).sum().cpu()))
         assert res.steps == 1
@@ -85,7 +87,7 @@ def agents_end_to_end(device: str) -> None:
     report("agents/reference_device", str(u.reference.device))
     base = rlhf_env.evaluate(u.reference, env, n_samples=4, seed=0)["gold_reward"]
     report("agents/pi0_gold", round(base, 3))
-    for name, kw in (("dpo", {"rpo_alpha": 1.0, "lr": 1e-3, "epochs": 3}),
+    for name, kw in (("dpo", {"rpo_alpha": 1.0, "learning_rate": 1e-3, "num_train_epochs": 3}),
                      ("ppo", {"iterations": 1, "timesteps_per_iteration": 8192})):
         t = time.perf_counter()
         agent = agents.make(name, env, seed=0, progress=False, **kw).learn()
@@ -96,7 +98,7 @@ def agents_end_to_end(device: str) -> None:
         report(f"agents/{name}_kl", round(ev["kl"], 3))
     # PPO ratio on the first minibatch of each update
     policy = u.reference.trainable_copy()
-    c = agents.ppo.PPOConfig(n_envs=8, n_steps=16, batch_size=32, n_epochs=2).resolved(u)
+    c = PPOConfig.from_dict({"n_envs": 8, "n_steps": 16, "batch_size": 32, "n_epochs": 2})
     model, envs = make_lm_ppo(policy, u.reference, list(u.train_prompts), kl_coef=0.5, config=c,
                               seed=0)
     for e in envs:
@@ -157,10 +159,9 @@ def speed(device: str, dtype: str, n: int) -> None:
     # 4 epochs of minibatches of 256
     pol.batch_size = 32
     ref = pol.trainable_copy().freeze()
-    c = agents.ppo.PPOConfig(n_envs=min(64, n // 4), n_steps=32, batch_size=min(256, 8 * n), n_epochs=4,
-                             max_new_tokens=32, learning_rate=1e-5)
-    c = c.resolved(rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=16,
-                                 n_eval_prompts=4, n_offline=0, setting="online").unwrapped)
+    c = PPOConfig.from_dict({"n_envs": min(64, n // 4), "n_steps": 32,
+                             "batch_size": min(256, 8 * n), "n_epochs": 4, "max_new_tokens": 32,
+                             "learning_rate": 1e-5})
     model, envs = make_lm_ppo(pol, ref, prompts, kl_coef=0.1, config=c, seed=0)
     for e in envs:
         e.reward_fn = lambda p, r: np.array([float(len(x)) for x in r])

@@ -63,7 +63,8 @@ def main(argv=None) -> dict[str, float]:
         description="Greet the right person, briefly (examples/custom_env.py).",
     )
     env = rlhf_env.make("Greeting-v0", query_budget=args.query_budget, seed=0)
-    agent = agents.make(args.agent, env, seed=0, rpo_alpha=1.0, lr=1e-3, epochs=args.epochs)
+    agent = agents.make(args.agent, env, seed=0, rpo_alpha=1.0, learning_rate=1e-3,
+                        num_train_epochs=args.epochs)
     agent.learn()
     before = rlhf_env.evaluate(env.unwrapped.reference, env, n_samples=8, best_of_n=())
     after = rlhf_env.evaluate(agent.policy, env, n_samples=8, best_of_n=())

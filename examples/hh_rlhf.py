@@ -41,7 +41,7 @@ def main(argv=None) -> dict[str, float]:
     u = env.unwrapped
     print(f"HH-RLHF ({args.subset}): {len(u.offline_dataset)} pairs, "
           f"dropped while parsing: {u.data_report['dropped']}")
-    agent = agents.make(args.agent, env, epochs=args.epochs, rpo_alpha=1.0)
+    agent = agents.make(args.agent, env, num_train_epochs=args.epochs, rpo_alpha=1.0)
     agent.learn()
     m = rlhf_env.evaluate(agent.policy, env, n_samples=2, best_of_n=())
     print({k: round(v, 4) for k, v in m.items() if not k.endswith("_stderr")})

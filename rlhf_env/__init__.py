@@ -3,6 +3,7 @@
     import rlhf_env
     env = rlhf_env.make("LinearBT-v0", setting="hybrid", seed=0)
     report = rlhf_env.evaluate(env.unwrapped.reference, env)
+    pi_star = rlhf_env.judge(env).optimal_policy()   # the privileged side: evaluation only
 
 Importing the package registers the env ids (with Gymnasium too, as
 ``rlhf_env/<id>``) and loads no transformers or datasets code.
@@ -14,23 +15,26 @@ from rlhf_env.errors import (
     InvalidActionError,
     InvalidArgumentError,
     InvalidKwargError,
+    PrivilegedAttributeError,
     QueryBudgetExceeded,
     RLHFEnvError,
     UnknownEnvError,
 )
 from rlhf_env.evaluation import evaluate
-from rlhf_env.oracles import BradleyTerryOracle, QueryLedger
+from rlhf_env.instance import ProblemInstance
+from rlhf_env.judging import Judge, judge
+from rlhf_env.oracles import BradleyTerry, Oracle, QueryLedger
 from rlhf_env.policies import Catalog, LogLinearPolicy, Policy, TabularPolicy, load_policy
 from rlhf_env.registration import EnvSpec, list_envs, make, make_vec, register, spec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "make", "make_vec", "register", "spec", "list_envs", "EnvSpec", "evaluate",
-    "RLHFEnv", "RLHFVectorEnv", "BradleyTerryOracle", "QueryLedger",
-    "Policy", "Catalog", "TabularPolicy", "LogLinearPolicy", "load_policy",
+    "make", "make_vec", "register", "spec", "list_envs", "EnvSpec", "evaluate", "judge",
+    "Judge", "ProblemInstance", "RLHFEnv", "RLHFVectorEnv", "Oracle", "BradleyTerry",
+    "QueryLedger", "Policy", "Catalog", "TabularPolicy", "LogLinearPolicy", "load_policy",
     "RLHFEnvError", "UnknownEnvError", "InvalidKwargError", "InvalidArgumentError",
-    "InvalidActionError", "QueryBudgetExceeded", "DataError",
+    "InvalidActionError", "QueryBudgetExceeded", "DataError", "PrivilegedAttributeError",
 ]
 
 register(

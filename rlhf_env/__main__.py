@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     u = env.unwrapped
-    if not hasattr(u, "optimal_policy"):
+    if not u.instance.exact:
         print(f"error: {args.env} is not exactly solvable; pick an exact env", file=sys.stderr)
         return 2
     uniform = TabularPolicy(u.catalog, torch.zeros(u.catalog.shape, dtype=torch.float64))
     rows = [
         ("pi0 (reference)", rlhf_env.evaluate(u.reference, env)),
-        ("pi* (Gibbs optimum)", rlhf_env.evaluate(u.optimal_policy(), env)),
+        ("pi* (Gibbs optimum)", rlhf_env.evaluate(rlhf_env.judge(env).optimal_policy(), env)),
         ("uniform", rlhf_env.evaluate(uniform, env)),
     ]
     print(f"{args.env} (seed {args.seed}, eta {u.eta}): exact evaluation over d0\n")

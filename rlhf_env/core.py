@@ -1,11 +1,11 @@
-"""The KL-regularized contextual bandit as a Gymnasium environment.
+"""The KL-regularized contextual bandit as Gymnasium environments: views over one instance.
 
-A *problem instance* is built once per ``make``: train and evaluation
-prompts, the reference policy pi0, the gold preference oracle, the KL
-coefficient eta, the offline dataset and the query ledger. :class:`RLHFEnv`
-is a one-step episodic view of it and :class:`RLHFVectorEnv` a batched view
-of the same instance: both charge the same ledger, and a vector step scores
-its whole batch in one oracle call.
+``rlhf_env.make`` builds a :class:`~rlhf_env.instance.ProblemInstance` (the
+prompts, pi0, eta, the setting, the offline data, the metered oracle) and
+returns an :class:`RLHFEnv`, a one-step episodic view of it;
+:meth:`RLHFEnv.make_vec` gives an :class:`RLHFVectorEnv`, a batched view of the
+same instance whose step labels its whole batch in one oracle call. Every view
+charges the instance's one ledger; neither reaches into the other.
 
 Randomness: ``reset(seed=s)`` seeds two streams derived from ``s``, one for
 the prompts the env draws and one for the oracle's coin flips. Single and
@@ -13,12 +13,16 @@ vector views derive them the same way and draw them in the same order, so
 for a seed and a sequence of actions they give the same prompts and the
 same preferences. An env made with ``make(..., seed=s)`` that is first reset
 without a seed uses ``s``.
+
+What the env does not expose: the gold reward, hidden parameters, the
+optimal policy, the behaviour policies and unmetered labels. Those live in the
+judge (:func:`rlhf_env.judge`); asking an env for them raises
+:class:`~rlhf_env.errors.PrivilegedAttributeError` saying so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,292 +33,226 @@ from gymnasium.vector.utils import batch_space
 from rlhf_env.errors import (
     InvalidActionError,
     InvalidArgumentError,
+    PrivilegedAttributeError,
     RLHFEnvError,
 )
-from rlhf_env.oracles import BradleyTerryOracle, QueryLedger
-from rlhf_env.policies import Policy
+from rlhf_env.instance import ProblemInstance, check_seed, short
+from rlhf_env.judging import Judge, attach
 from rlhf_env.spaces import UnicodeText
 
-__all__ = ["RLHFEnv", "RLHFVectorEnv", "SETTINGS", "FEEDBACK", "check_seed", "resolve_setting"]
+__all__ = ["RLHFEnv", "RLHFVectorEnv", "PublicParts", "PRIVILEGED"]
 
-SETTINGS = ("offline", "online", "hybrid")
-FEEDBACK = ("preference", "reward")
-Setting = Literal["offline", "online", "hybrid"]
-Feedback = Literal["preference", "reward"]
-
-
-def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """Return ``seed`` as an int (or None); raise :class:`InvalidArgumentError` otherwise."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidArgumentError(f"{name} must be a non-negative int or None, got {seed!r}")
-    return int(seed)
-
-
-def resolve_setting(
-    setting: Any, query_budget: Any, default_budget: int
-) -> tuple[str, int]:
-    """Validate ``setting`` and return ``(setting, query_budget)``.
-
-    Offline has a budget of 0; online and hybrid use ``query_budget`` or the
-    env's default. An explicit budget > 0 with ``setting="offline"`` is an error.
-    """
-    if setting not in SETTINGS:
-        raise InvalidArgumentError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    if query_budget is not None and (
-        isinstance(query_budget, bool)
-        or not isinstance(query_budget, (int, np.integer))
-        or query_budget < 0
-    ):
-        raise InvalidArgumentError(
-            f"query_budget must be a non-negative int, got {query_budget!r}"
-        )
-    if setting == "offline":
-        if query_budget:
-            raise InvalidArgumentError(
-                f"setting='offline' has no oracle queries, but query_budget={query_budget} was "
-                "given; use setting='hybrid' for offline data plus queries"
-            )
-        return setting, 0
-    return setting, default_budget if query_budget is None else int(query_budget)
+PRIVILEGED = {
+    "theta_star": "rlhf_env.judge(env).theta_star",
+    "gold_rewards": "rlhf_env.judge(env).reward_table() or .gold_rewards(prompts, responses)",
+    "optimal_policy": "rlhf_env.judge(env).optimal_policy()",
+    "behaviour_probs": "rlhf_env.judge(env).behaviour_probs()",
+    "reward_table": "rlhf_env.judge(env).reward_table()",
+    "reference_log_probs": "env.unwrapped.reference.log_probs_table()",
+    "_oracle": "rlhf_env.judge(env).oracle",
+    "_gold_reward": "rlhf_env.judge(env).gold_rewards(prompts, responses)",
+    "_rewards": "rlhf_env.judge(env).reward_table()",
+    "env": "env.unwrapped.instance (the problem's public parts)",
+}
+"""Names users reached before the judge existed -> where they live now."""
 
 
-def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """The prompt stream and the oracle stream for an episode seed."""
-    prompt_ss, oracle_ss = np.random.SeedSequence([seed, 0x5EED]).spawn(2)
-    return np.random.Generator(np.random.PCG64(prompt_ss)), np.random.default_rng(oracle_ss)
+def _privileged(owner: str, name: str) -> PrivilegedAttributeError:
+    return PrivilegedAttributeError(
+        f"{owner} has no {name!r}: the gold reward, hidden parameters and the optimum are not "
+        f"part of the env an agent holds. Evaluation and analysis code: {PRIVILEGED[name]}. "
+        "Agents must learn from the public parts and from stepping the env.")
 
 
-class RLHFEnv(gym.Env[dict, Any]):
-    """Base class: a reverse-KL regularized contextual bandit with preference feedback.
+class PublicParts:
+    """The problem's public parts, read from ``self.instance`` (single and vector views)."""
 
-    Subclasses build the problem instance in ``__init__`` and call
-    :meth:`_setup`. The objective every agent is judged by is
+    instance: ProblemInstance
+
+    @property
+    def reference(self) -> Any:
+        """The reference policy pi0 (frozen)."""
+        return self.instance.reference
+
+    @property
+    def eta(self) -> float:
+        """The KL coefficient of the objective."""
+        return self.instance.eta
+
+    @property
+    def kind(self) -> str:
+        """``"exact"``, ``"linear"`` or ``"sampled"``."""
+        return self.instance.kind
+
+    @property
+    def offline_dataset(self) -> Any:
+        """prompt/chosen/rejected pairs (``datasets.Dataset``), or None."""
+        return self.instance.offline_dataset
+
+    @property
+    def train_prompts(self) -> tuple[str, ...]:
+        return self.instance.train_prompts
+
+    @property
+    def eval_prompts(self) -> tuple[str, ...]:
+        return self.instance.eval_prompts
+
+    @property
+    def setting(self) -> str:
+        return self.instance.setting
+
+    @property
+    def feedback(self) -> str:
+        return self.instance.feedback
+
+    @property
+    def ledger(self) -> Any:
+        return self.instance.ledger
+
+    @property
+    def query_budget(self) -> int:
+        return self.instance.query_budget
+
+    @property
+    def queries_used(self) -> int:
+        return self.instance.queries_used
+
+    @property
+    def queries_left(self) -> int:
+        return self.instance.queries_left
+
+    @property
+    def catalog(self) -> Any:
+        """The candidate responses (exact and linear kinds)."""
+        return self.instance.catalog
+
+    @property
+    def features(self) -> np.ndarray:
+        """phi(x, a), ``(N, K, d)`` (linear kind)."""
+        return self.instance.features
+
+    @property
+    def oracle_config(self) -> dict[str, Any]:
+        return self.instance.oracle_config
+
+    def __getattr__(self, name: str) -> Any:
+        if name in PRIVILEGED:
+            raise _privileged(type(self).__name__, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class RLHFEnv(PublicParts, gym.Env[dict, Any]):
+    """A one-step episodic view of a problem instance: a reverse-KL regularized bandit.
+
+    The objective every agent is judged by is
 
         J(pi) = E_{x~d0} [ E_{a~pi(.|x)} r*(x, a) - eta * KL(pi(.|x) || pi0(.|x)) ]
 
-    Public parts for agents (on ``env.unwrapped``): ``reference`` (pi0), ``eta``,
-    ``offline_dataset``, ``train_prompts``, ``query_budget``, ``queries_used``,
-    ``queries_left``, ``setting``, ``feedback``. Evaluation prompts
-    (``eval_prompts``) and the gold reward are for :func:`rlhf_env.evaluate`.
+    Env families subclass it: their ``__init__`` builds the instance and the judge and
+    calls ``super().__init__(instance, judge)``. Public parts (on ``env.unwrapped``):
+    ``instance`` and the properties of :class:`PublicParts`.
+
+    Args:
+        instance: the problem instance this env views.
+        judge: its judge (given once, by the family that builds the instance).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
+    kind: ClassVar[str] = "sampled"
+    """The kind of instance this family builds (``exact``, ``linear`` or ``sampled``)."""
 
-    # -- construction ----------------------------------------------------------------------
-    def _setup(
-        self,
-        *,
-        train_prompts: Sequence[str],
-        eval_prompts: Sequence[str],
-        reference: Policy,
-        oracle: BradleyTerryOracle,
-        eta: float,
-        setting: str,
-        query_budget: int,
-        offline_dataset: Any,
-        feedback: str,
-        seed: int | None,
-        response_space: gym.spaces.Text,
-        max_prompt_length: int,
-    ) -> None:
-        if feedback not in FEEDBACK:
-            raise InvalidArgumentError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
-        if not (isinstance(eta, (int, float)) and eta > 0):
-            raise InvalidArgumentError(f"eta must be a positive number, got {eta!r}")
-        self._train_prompts = tuple(train_prompts)
-        self._eval_prompts = tuple(eval_prompts)
-        self._reference = reference.freeze()
-        self._oracle = oracle
-        self._eta = float(eta)
-        self._setting = setting
-        self._ledger = QueryLedger(query_budget)
-        self._offline_dataset = offline_dataset
-        self._feedback = feedback
-        self._make_seed = seed
-        self.response_space = response_space
-        self.observation_space = spaces.Dict({"prompt": UnicodeText(max_prompt_length)})
-        if feedback == "preference":
-            self.action_space = spaces.Tuple((response_space, response_space))
-        else:
-            self.action_space = response_space
+    def __init__(self, instance: ProblemInstance, judge: Judge | None = None) -> None:
+        if judge is not None:
+            attach(instance, judge)
+        self.instance = instance
+        rs = instance.response_space
+        self.response_space = rs
+        self.observation_space = spaces.Dict({"prompt": UnicodeText(instance.max_prompt_length)})
+        self.action_space = spaces.Tuple((rs, rs)) if instance.feedback == "preference" else rs
         self._prompt_rng: np.random.Generator | None = None
         self._oracle_rng: np.random.Generator | None = None
         self._prompt_id: int | None = None
 
-    # -- public parts for agents ------------------------------------------------------------
-    @property
-    def reference(self) -> Policy:
-        """The reference policy pi0 (frozen)."""
-        return self._reference
-
-    @property
-    def eta(self) -> float:
-        """The KL coefficient eta of the objective (DPO's beta)."""
-        return self._eta
-
-    @property
-    def offline_dataset(self) -> Any:
-        """A ``datasets.Dataset`` with columns prompt/chosen/rejected, or None (online)."""
-        return self._offline_dataset
-
-    @property
-    def train_prompts(self) -> tuple[str, ...]:
-        """The prompts episodes are drawn from (uniformly)."""
-        return self._train_prompts
-
-    @property
-    def eval_prompts(self) -> tuple[str, ...]:
-        """Held-out prompts, for the evaluation harness."""
-        return self._eval_prompts
-
-    @property
-    def setting(self) -> str:
-        return self._setting
-
-    @property
-    def feedback(self) -> str:
-        return self._feedback
-
-    @property
-    def ledger(self) -> QueryLedger:
-        """The query ledger shared by every view of this problem instance."""
-        return self._ledger
-
-    @property
-    def query_budget(self) -> int:
-        return self._ledger.budget
-
-    @property
-    def queries_used(self) -> int:
-        return self._ledger.used
-
-    @property
-    def queries_left(self) -> int:
-        return self._ledger.left
-
-    # -- privileged: evaluation only ----------------------------------------------------------
-    def _gold_reward(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """r*(x, a), outside the budget. For the evaluation harness and tests, never agents."""
-        return self._oracle.rewards(prompts, responses)
-
-    # -- the oracle channel -----------------------------------------------------------------
-    def _validate_responses(self, prompts: Sequence[str], responses: Sequence[Any]) -> None:
-        """Raise :class:`InvalidActionError` if a response is not valid for its prompt."""
-        for r in responses:
-            if not isinstance(r, str):
-                raise InvalidActionError(
-                    f"a response must be a str, got {type(r).__name__} {r!r}"
-                )
-
-    def _check_pair(self, action: Any) -> tuple[str, str]:
-        if isinstance(action, (str, bytes)) or not isinstance(action, (tuple, list)):
-            raise InvalidActionError(
-                f"with feedback='preference' the action is a pair (response_1, response_2) "
-                f"of str, got {type(action).__name__} {action!r:.80}"
-            )
-        if len(action) != 2:
-            raise InvalidActionError(
-                f"the action must be a pair (response_1, response_2), got {len(action)} "
-                f"element(s): {action!r:.80}"
-            )
-        return action[0], action[1]
-
-    def _query(
-        self,
-        prompts: Sequence[str],
-        responses_1: Sequence[str],
-        responses_2: Sequence[str] | None,
-        rng: np.random.Generator,
-    ) -> dict[str, np.ndarray]:
-        """Validate, charge the ledger and ask the oracle for one batch (one call)."""
-        self._validate_responses(prompts, responses_1)
-        if responses_2 is not None:
-            self._validate_responses(prompts, responses_2)
-        n = len(prompts)
-        with self._ledger.charge(n):
-            if responses_2 is None:
-                reward = self._oracle.rewards(prompts, responses_1)
-                out = {"reward": reward}
-            else:
-                y, _, _ = self._oracle.preferences(prompts, responses_1, responses_2, rng)
-                first = y.astype(bool)
-                chosen = np.where(first, np.array(responses_1, dtype=object),
-                                  np.array(responses_2, dtype=object))
-                rejected = np.where(first, np.array(responses_2, dtype=object),
-                                    np.array(responses_1, dtype=object))
-                out = {"reward": y.astype(np.float64), "preference": y,
-                       "chosen": chosen, "rejected": rejected}
-        return out
+    def view(self) -> RLHFEnv:
+        """Another single-step view of the same instance (same ledger, own episode state)."""
+        twin = object.__new__(type(self))
+        RLHFEnv.__init__(twin, self.instance)
+        twin.spec = self.spec
+        return twin
 
     # -- Gymnasium API ----------------------------------------------------------------------
     def _seed_streams(self, seed: Any) -> None:
         seed = check_seed(seed)
         if seed is None and self._prompt_rng is None:
-            seed = self._make_seed
+            seed = self.instance.seed
         if seed is not None:
             super().reset(seed=seed)
-            self._prompt_rng, self._oracle_rng = _streams(seed)
+            self._prompt_rng, self._oracle_rng = self.instance.streams(seed)
         elif self._prompt_rng is None:
             super().reset(seed=None)
-            self._prompt_rng, self._oracle_rng = _streams(int(self.np_random.integers(2**62)))
+            self._prompt_rng, self._oracle_rng = self.instance.streams(
+                int(self.np_random.integers(2**62)))
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, str], dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, str], dict[str, Any]]:
         """Start an episode: draw a train prompt (or take ``options["prompt_id"]``)."""
         self._seed_streams(seed)
         assert self._prompt_rng is not None
-        n = len(self._train_prompts)
-        # prompts are drawn as floor(u * n) from doubles, so single and vector views
-        # consume the prompt stream identically
-        pid = int(self._prompt_rng.random() * n)
+        n = len(self.instance.train_prompts)
+        pid = self.instance.draw_prompt_ids(self._prompt_rng)
         if options and "prompt_id" in options:
             pid = options["prompt_id"]
             if isinstance(pid, bool) or not isinstance(pid, (int, np.integer)) or not 0 <= pid < n:
                 raise InvalidArgumentError(
-                    f"options['prompt_id'] must be an int in [0, {n}), got {pid!r}"
-                )
+                    f"options['prompt_id'] must be an int in [0, {n}), got {short(pid)}")
             pid = int(pid)
         self._prompt_id = pid
-        return {"prompt": self._train_prompts[pid]}, {"prompt_id": pid}
+        return {"prompt": self.instance.train_prompts[pid]}, {"prompt_id": pid}
 
     def step(self, action: Any) -> tuple[dict[str, str], float, bool, bool, dict[str, Any]]:
         """Ask the oracle about ``action`` for the current prompt; the episode ends."""
         if self._prompt_id is None:
             raise RLHFEnvError("call reset() before step(): every episode is one step")
         pid = self._prompt_id
-        prompt = self._train_prompts[pid]
+        prompt = self.instance.train_prompts[pid]
         assert self._oracle_rng is not None
-        if self._feedback == "preference":
-            a1, a2 = self._check_pair(action)
-            out = self._query([prompt], [a1], [a2], self._oracle_rng)
-            info = {
-                "prompt_id": pid,
-                "preference": int(out["preference"][0]),
-                "chosen": out["chosen"][0],
-                "rejected": out["rejected"][0],
-            }
+        info: dict[str, Any] = {"prompt_id": pid}
+        if self.instance.feedback == "preference":
+            a1, a2 = _pair(action)
+            labels = self.instance.label([prompt], [a1], [a2], self._oracle_rng)
+            reward = float(labels.reward[0])
+            info.update(preference=int(labels.preference[0]), chosen=labels.chosen[0],
+                        rejected=labels.rejected[0], tie=bool(labels.tie[0]),
+                        **{k: v[0] for k, v in labels.info.items()})
         else:
             if not isinstance(action, str):
                 raise InvalidActionError(
-                    f"with feedback='reward' the action is one response (a str), got "
-                    f"{type(action).__name__} {action!r:.80}"
-                )
-            out = self._query([prompt], [action], None, self._oracle_rng)
-            info = {"prompt_id": pid}
-        info["queries_used"] = self.queries_used
-        info["queries_left"] = self.queries_left
+                    "with feedback='reward' the action is one response (a str), got "
+                    f"{type(action).__name__} {short(action)}")
+            reward = float(self.instance.score([prompt], [action])[0])
+        info["queries_used"] = self.instance.queries_used
+        info["queries_left"] = self.instance.queries_left
         self._prompt_id = None
-        return {"prompt": prompt}, float(out["reward"][0]), True, False, info
+        return {"prompt": prompt}, reward, True, False, info
 
     def make_vec(self, num_envs: int) -> RLHFVectorEnv:
         """A native vector env over this same problem instance (and ledger)."""
-        return RLHFVectorEnv(self, num_envs)
+        return RLHFVectorEnv(self.instance, num_envs, spec=self.spec)
 
 
-class RLHFVectorEnv(VectorEnv):
+def _pair(action: Any) -> tuple[Any, Any]:
+    if isinstance(action, (str, bytes)) or not isinstance(action, (tuple, list)):
+        raise InvalidActionError(
+            "with feedback='preference' the action is a pair (response_1, response_2) of str, "
+            f"got {type(action).__name__} {short(action)}")
+    if len(action) != 2:
+        raise InvalidActionError(
+            f"the action must be a pair (response_1, response_2), got {len(action)} "
+            f"element(s): {short(action)}")
+    return action[0], action[1]
+
+
+class RLHFVectorEnv(PublicParts, VectorEnv):
     """``num_envs`` one-step episodes at a time over one problem instance.
 
     Every sub-episode ends at every step, so the env resets in the same step
@@ -330,16 +268,22 @@ class RLHFVectorEnv(VectorEnv):
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, env: RLHFEnv, num_envs: int) -> None:
+    def __init__(self, instance: ProblemInstance, num_envs: int, spec: Any = None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise InvalidArgumentError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.env = env.unwrapped if hasattr(env, "unwrapped") else env
+            raise InvalidArgumentError(f"num_envs must be a positive int, got {short(num_envs)}")
+        if not isinstance(instance, ProblemInstance):
+            raise InvalidArgumentError(
+                f"RLHFVectorEnv views a ProblemInstance, got {type(instance).__name__}; "
+                "use env.unwrapped.make_vec(n) or rlhf_env.make_vec(id, n)")
+        self.instance = instance
         self.num_envs = int(num_envs)
-        self.single_observation_space = self.env.observation_space
-        self.single_action_space = self.env.action_space
+        view = RLHFEnv(instance)
+        self.single_observation_space = view.observation_space
+        self.single_action_space = view.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.spec = getattr(env, "spec", None)
+        self.action_space.seed(instance.seed)  # distinct sub-space streams from the start
+        self.spec = spec
         self._prompt_rng: np.random.Generator | None = None
         self._oracle_rng: np.random.Generator | None = None
         self._prompt_ids: np.ndarray | None = None
@@ -348,110 +292,84 @@ class RLHFVectorEnv(VectorEnv):
     def unwrapped(self) -> RLHFVectorEnv:
         return self
 
-    def __getattr__(self, name: str) -> Any:
-        # the public parts of the problem instance (reference, eta, ledger, ...)
-        if name.startswith("_") or name == "env":
-            raise AttributeError(name)
-        return getattr(self.env, name)
-
-    def _draw(self) -> np.ndarray:
-        assert self._prompt_rng is not None
-        n = len(self.env.train_prompts)
-        return (self._prompt_rng.random(self.num_envs) * n).astype(np.int64)
-
     def _obs(self, ids: np.ndarray) -> dict[str, tuple[str, ...]]:
-        prompts = self.env.train_prompts
+        prompts = self.instance.train_prompts
         return {"prompt": tuple(prompts[i] for i in ids)}
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
         """Draw ``num_envs`` train prompts (or take ``options["prompt_ids"]``)."""
         seed = check_seed(seed)
         if seed is None and self._prompt_rng is None:
-            seed = self.env._make_seed
+            seed = self.instance.seed
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-            self._prompt_rng, self._oracle_rng = _streams(seed)
+            self._prompt_rng, self._oracle_rng = self.instance.streams(seed)
         elif self._prompt_rng is None:
-            self._prompt_rng, self._oracle_rng = _streams(int(self.np_random.integers(2**62)))
-        ids = self._draw()
+            self._prompt_rng, self._oracle_rng = self.instance.streams(
+                int(self.np_random.integers(2**62)))
+        ids = self.instance.draw_prompt_ids(self._prompt_rng, self.num_envs)
         if options and "prompt_ids" in options:
             ids = np.asarray(options["prompt_ids"])
-            n = len(self.env.train_prompts)
+            n = len(self.instance.train_prompts)
             if ids.shape != (self.num_envs,) or not np.issubdtype(ids.dtype, np.integer) or (
                 ids.size and (ids.min() < 0 or ids.max() >= n)
             ):
                 raise InvalidArgumentError(
                     f"options['prompt_ids'] must be {self.num_envs} ints in [0, {n}), "
-                    f"got {options['prompt_ids']!r:.80}"
-                )
+                    f"got {short(options['prompt_ids'])}")
             ids = ids.astype(np.int64)
         self._prompt_ids = ids
         return self._obs(ids), {"prompt_id": ids.copy(), "_prompt_id": np.ones(len(ids), bool)}
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Score the whole batch in one oracle call, then draw the next prompts."""
+        """Label (or score) the whole batch in one oracle call, then draw the next prompts."""
         if self._prompt_ids is None:
             raise RLHFEnvError("call reset() before step()")
         ids = self._prompt_ids
-        prompts = [self.env.train_prompts[i] for i in ids]
+        prompts = [self.instance.train_prompts[i] for i in ids]
         assert self._oracle_rng is not None
-        if self.env.feedback == "preference":
+        final_info: dict[str, Any] = {"prompt_id": ids.copy()}
+        if self.instance.feedback == "preference":
             a1, a2 = self._split(actions)
-            out = self.env._query(prompts, a1, a2, self._oracle_rng)
-            final_info: dict[str, Any] = {
-                "prompt_id": ids.copy(),
-                "preference": out["preference"],
-                "chosen": out["chosen"],
-                "rejected": out["rejected"],
-            }
+            labels = self.instance.label(prompts, a1, a2, self._oracle_rng)
+            reward = labels.reward
+            final_info.update(preference=labels.preference, chosen=labels.chosen,
+                              rejected=labels.rejected, tie=labels.tie, **labels.info)
         else:
-            a1 = self._as_batch(actions, "the actions")
-            out = self.env._query(prompts, a1, None, self._oracle_rng)
-            final_info = {"prompt_id": ids.copy()}
-        final_info["queries_used"] = np.full(self.num_envs, self.env.queries_used)
-        final_info["queries_left"] = np.full(self.num_envs, self.env.queries_left)
+            reward = self.instance.score(prompts, self._as_batch(actions, "the actions"))
+        final_info["queries_used"] = np.full(self.num_envs, self.instance.queries_used)
+        final_info["queries_left"] = np.full(self.num_envs, self.instance.queries_left)
         mask = np.ones(self.num_envs, dtype=bool)
         final_obs = np.empty(self.num_envs, dtype=object)
         final_obs[:] = [{"prompt": p} for p in prompts]
-        new_ids = self._draw()
+        new_ids = self.instance.draw_prompt_ids(self._prompt_rng, self.num_envs)
         self._prompt_ids = new_ids
         info = {
             "prompt_id": new_ids.copy(), "_prompt_id": mask.copy(),
             "final_obs": final_obs, "_final_obs": mask.copy(),
             "final_info": final_info, "_final_info": mask.copy(),
         }
-        return (
-            self._obs(new_ids),
-            out["reward"].astype(np.float64),
-            np.ones(self.num_envs, dtype=bool),
-            np.zeros(self.num_envs, dtype=bool),
-            info,
-        )
+        return (self._obs(new_ids), np.asarray(reward, dtype=np.float64),
+                np.ones(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool), info)
 
     def _as_batch(self, seq: Any, what: str) -> list[str]:
         if isinstance(seq, (str, bytes)) or not isinstance(seq, (tuple, list, np.ndarray)):
             raise InvalidActionError(
                 f"{what} must be a sequence of {self.num_envs} str, got "
-                f"{type(seq).__name__} {seq!r:.80}"
-            )
+                f"{type(seq).__name__} {short(seq)}")
         if len(seq) != self.num_envs:
             raise InvalidActionError(
-                f"{what} must hold {self.num_envs} responses (one per env), got {len(seq)}"
-            )
+                f"{what} must hold {self.num_envs} responses (one per env), got {len(seq)}")
         return list(seq)
 
     def _split(self, actions: Any) -> tuple[list[str], list[str]]:
         if isinstance(actions, (str, bytes)) or not isinstance(actions, (tuple, list)) or len(
-            actions
-        ) != 2:
+                actions) != 2:
             raise InvalidActionError(
                 "with feedback='preference' the batched action is (responses_1, responses_2), "
                 f"two sequences of {self.num_envs} str; got {type(actions).__name__} "
-                f"{actions!r:.80}"
-            )
-        return (
-            self._as_batch(actions[0], "responses_1"),
-            self._as_batch(actions[1], "responses_2"),
-        )
+                f"{short(actions)}")
+        return (self._as_batch(actions[0], "responses_1"),
+                self._as_batch(actions[1], "responses_2"))
+

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidActionError",
     "QueryBudgetExceeded",
     "DataError",
+    "PrivilegedAttributeError",
     "closest",
 ]
 
@@ -57,6 +58,10 @@ class QueryBudgetExceeded(RLHFEnvError, RuntimeError):
 
 class DataError(RLHFEnvError, ValueError):
     """Malformed data: a file, row or value that cannot be parsed."""
+
+
+class PrivilegedAttributeError(RLHFEnvError, AttributeError):
+    """An env was asked for what only the judge knows (the gold reward, theta*, pi*)."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

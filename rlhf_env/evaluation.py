@@ -5,9 +5,14 @@
 * ``gold_reward`` = E_x E_{a~pi} r*(x, a)
 * ``kl``          = E_x KL(pi(.|x) || pi0(.|x))   (reverse KL, nats)
 * ``objective``   = gold_reward - eta * kl        (J(pi), the bandit's objective)
-* ``win_rate``    = E_x E_{a~pi, b~pi0} sigmoid((r*(x,a) - r*(x,b)) / T),
-  the probability under the gold Bradley-Terry model that a response of the
-  policy beats one of pi0 (ties count one half).
+* ``win_rate``    = E_x E_{a~pi, b~pi0} sigmoid(r*(x,a) - r*(x,b)),
+  the probability under the gold Bradley-Terry model (temperature 1, whatever
+  the training oracle) that a response of the policy beats one of pi0.
+
+Evaluation is privileged: it asks the judge (:func:`rlhf_env.judge`) for the
+clean gold reward, outside the budget. The training oracle (noisy or not)
+never enters it: two envs that differ only in their oracle give the same
+evaluation of the same policy.
 
 On exact (finite-action) envs these are exact sums over all candidates, and
 the dict adds ``optimal_objective`` J(pi*), ``reference_objective`` J(pi0) and
@@ -35,9 +40,11 @@ import numpy as np
 import torch
 
 from rlhf_env.errors import InvalidArgumentError
+from rlhf_env.instance import ProblemInstance
+from rlhf_env.judging import Judge, instance_of, judge
 from rlhf_env.oracles import sigmoid
 from rlhf_env.policies import Policy
-from rlhf_env.policies.finite import best_of_n_table
+from rlhf_env.policies.closed_forms import best_of_n_table, kl_rows, soft_value
 
 __all__ = ["evaluate", "exact_metrics", "sampled_metrics"]
 
@@ -47,67 +54,59 @@ def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
 
     Args:
         policy: any :class:`~rlhf_env.policies.Policy` over the env's responses.
-        env: an env made by :func:`rlhf_env.make` (wrapped or not) or a vector view.
-        **options: evaluation options of the env family (none for exact envs).
+        env: an env made by :func:`rlhf_env.make` (wrapped or not), a vector view, or the
+            instance.
+        **options: evaluation options of sampled envs (:func:`sampled_metrics`); exact envs
+            take none.
 
     Returns:
         A dict of floats (nats for ``kl``; the gold reward's units for the rest).
     """
-    base = env.unwrapped
-    if hasattr(base, "catalog") and hasattr(base, "gold_rewards"):
+    inst = instance_of(env)
+    if inst.exact:
         if options:
             raise InvalidArgumentError(
-                f"evaluation on an exact env is exact and takes no options, got {sorted(options)}"
-            )
-        return exact_metrics(policy, base)
-    return sampled_metrics(policy, base, **options)
+                f"evaluation on an exact env is exact and takes no options, got {sorted(options)}")
+        return exact_metrics(policy, inst, judge(inst))
+    return sampled_metrics(policy, inst, judge(inst), **options)
 
 
-def exact_metrics(policy: Policy, env: Any) -> dict[str, float]:
+def exact_metrics(policy: Policy, inst: ProblemInstance, j: Judge) -> dict[str, float]:
     """Exact metrics on a finite-action env (sums over every candidate response)."""
-    catalog = env.catalog
-    prompts = list(env.eval_prompts)
+    catalog = inst.catalog
+    prompts = list(inst.eval_prompts)
     pid = catalog.prompt_ids(prompts)
     k = len(catalog.responses)
     with torch.no_grad():
         logp = policy.log_prob(
             [p for p in prompts for _ in range(k)], list(catalog.responses) * len(prompts)
         ).double().reshape(len(prompts), k).cpu().numpy()
-    mass = np.exp(logp).sum(axis=1)
+    pi = np.exp(logp)
+    mass = pi.sum(axis=1)
     if not np.allclose(mass, 1.0, atol=1e-6):
         raise InvalidArgumentError(
             f"the policy puts mass {mass.min():.6f}..{mass.max():.6f} on the candidates of some "
-            "prompts (must be 1): exact evaluation needs a policy over the env's candidates"
-        )
-    pi = np.exp(logp)
-    log_ref = env.reference_log_probs()[pid]
+            "prompts (must be 1): exact evaluation needs a policy over the env's candidates")
+    log_ref = inst.reference.log_probs_table().detach().double().cpu().numpy()[pid]
     ref = np.exp(log_ref)
-    r = env.gold_rewards()[pid]
-    eta = env.eta
-    temperature = env._oracle.temperature
+    r = j.reward_table()[pid]
+    eta = inst.eta
 
     gold = float(np.mean((pi * r).sum(axis=1)))
-    # 0 * log 0 = 0: mask zero-probability actions
-    kl = float(np.mean(np.where(pi > 0, pi * (logp - log_ref), 0.0).sum(axis=1)))
-    kl = max(kl, 0.0)  # KL >= 0; clamp rounding noise (~1e-17) at pi = pi0
+    kl = max(float(np.mean(kl_rows(pi, logp, log_ref))), 0.0)  # clamp rounding noise at pi0
     win = float(np.mean(np.einsum(
-        "na,nb,nab->n", pi, ref, sigmoid((r[:, :, None] - r[:, None, :]) / temperature)
-    )))
-    # J(pi*) = eta * E_x log sum_a pi0(a|x) exp(r*(x,a)/eta)
-    z = log_ref + r / eta
-    m = z.max(axis=1, keepdims=True)
-    optimal = float(np.mean(eta * (m[:, 0] + np.log(np.exp(z - m).sum(axis=1)))))
+        "na,nb,nab->n", pi, ref, sigmoid(r[:, :, None] - r[:, None, :]))))
+    optimal = float(np.mean(soft_value(log_ref, r, eta)))  # J(pi*) = eta E_x log E_pi0 e^{r/eta}
     reference = float(np.mean((ref * r).sum(axis=1)))
     objective = gold - eta * kl
     points = {}
-    pi_star = np.exp(z - m)
-    pi_star /= pi_star.sum(axis=1, keepdims=True)
+    pi_star = np.exp(j.optimal_policy().log_probs_table().detach().numpy()[pid])
     for name, q in [("optimal", pi_star)] + [
         (f"best_of_{n}", best_of_n_table(ref, r, n)) for n in (1, 2, 4, 8, 16, 32, 64)
     ]:
         points[f"{name}/gold_reward"] = float(np.mean((q * r).sum(axis=1)))
         points[f"{name}/kl"] = max(0.0, float(np.mean(
-            np.where(q > 0, q * (np.log(np.clip(q, 1e-300, None)) - log_ref), 0.0).sum(axis=1))))
+            kl_rows(q, np.log(np.clip(q, 1e-300, None)), log_ref))))
     return {
         "gold_reward": gold,
         "kl": kl,
@@ -128,7 +127,8 @@ def _mean_stderr(per_prompt: np.ndarray) -> tuple[float, float]:
 
 def sampled_metrics(
     policy: Policy,
-    env: Any,
+    inst: ProblemInstance,
+    j: Judge,
     *,
     n_prompts: int | None = None,
     n_samples: int = 4,
@@ -145,7 +145,7 @@ def sampled_metrics(
         temperature: the policy's sampling temperature.
         best_of_n: the n of the best-of-n reference points (empty to skip).
     """
-    prompts = list(env.eval_prompts[:n_prompts] if n_prompts else env.eval_prompts)
+    prompts = list(inst.eval_prompts[:n_prompts] if n_prompts else inst.eval_prompts)
     if not prompts or n_samples < 1:
         raise InvalidArgumentError(
             f"need at least one prompt and one sample (n_prompts={n_prompts}, "
@@ -153,7 +153,7 @@ def sampled_metrics(
         )
     p, m = len(prompts), n_samples
     gen = torch.Generator().manual_seed(seed)
-    reference = env.reference
+    reference = inst.reference
     flat_p = [x for x in prompts for _ in range(m)]
     ys = [y for row in policy.sample(prompts, n=m, temperature=temperature, generator=gen)
           for y in row]
@@ -161,9 +161,9 @@ def sampled_metrics(
     with torch.no_grad():
         log_ratio = (policy.log_prob(flat_p, ys).double().cpu()
                      - reference.log_prob(flat_p, ys).double().cpu()).numpy()
-    r = env._gold_reward(flat_p, ys)
-    r_ref = env._gold_reward(flat_p, ref_ys)
-    win = sigmoid((r - r_ref) / env._oracle.temperature)
+    r = j.gold_rewards(flat_p, ys)
+    r_ref = j.gold_rewards(flat_p, ref_ys)
+    win = sigmoid(r - r_ref)
 
     def per_prompt(v: np.ndarray) -> np.ndarray:
         return np.asarray(v, dtype=np.float64).reshape(p, m).mean(axis=1)
@@ -172,7 +172,7 @@ def sampled_metrics(
     for key, values in (
         ("gold_reward", r),
         ("kl", log_ratio),
-        ("objective", r - env.eta * log_ratio),
+        ("objective", r - inst.eta * log_ratio),
         ("win_rate", win),
         ("mean_length", np.array([len(y) for y in ys], dtype=np.float64)),
     ):
@@ -180,7 +180,7 @@ def sampled_metrics(
     if best_of_n:
         n_max = max(best_of_n)
         pool = [y for row in reference.sample(prompts, n=n_max, generator=gen) for y in row]
-        rb = env._gold_reward([x for x in prompts for _ in range(n_max)], pool).reshape(p, n_max)
+        rb = j.gold_rewards([x for x in prompts for _ in range(n_max)], pool).reshape(p, n_max)
         for n in sorted(set(best_of_n)):
             out[f"best_of_{n}/gold_reward"] = float(rb[:, :n].max(axis=1).mean())
             out[f"best_of_{n}/kl"] = float(np.log(n) - (n - 1) / n)

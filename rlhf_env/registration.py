@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
-from rlhf_env.errors import InvalidKwargError, UnknownEnvError, closest
+from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, UnknownEnvError, closest
 
 __all__ = ["EnvSpec", "register", "spec", "make", "make_vec", "list_envs", "GYM_NAMESPACE"]
 
@@ -48,6 +51,13 @@ class EnvSpec:
         module, _, attr = self.entry_point.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    @property
+    def kind(self) -> str | None:
+        """The declared kind of the instances it makes (``exact``, ``linear``, ``sampled``),
+        or None for an entry point that is not an rlhf_env env class."""
+        kind = getattr(self.load(), "kind", None)
+        return kind if isinstance(kind, str) else None
+
     def valid_kwargs(self) -> list[str]:
         """The keyword arguments the constructor takes (empty if it takes ``**kwargs``)."""
         params = inspect.signature(self.load()).parameters.values()
@@ -57,6 +67,9 @@ class EnvSpec:
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
+_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*-v\d+$")
+# keyword arguments of earlier versions -> the oracle= they mean (kept for one version)
+_DEPRECATED_ORACLE_KWARGS = ("bt_temperature", "deterministic_oracle")
 
 
 def register(
@@ -67,10 +80,25 @@ def register(
     description: str = "",
     override: bool = False,
 ) -> EnvSpec:
-    """Register an env id (and ``rlhf_env/<id>`` with Gymnasium). Returns its spec."""
+    """Register an env id (and ``rlhf_env/<id>`` with Gymnasium). Returns its spec.
+
+    ``id`` is ``Name-vN`` (letters, digits, ``_``, ``.`` and ``-``; never a path);
+    ``entry_point`` is ``"module:Class"`` or a callable; ``kwargs`` a dict of defaults.
+    Bad input raises before anything is registered.
+    """
+    if not isinstance(id, str) or not _ID.match(id):
+        raise InvalidArgumentError(
+            f"an env id is Name-vN (letters, digits, '_', '.', '-'; e.g. 'MyTask-v0'), got {id!r}")
     if id in _REGISTRY and not override:
-        raise ValueError(f"env id {id!r} is already registered (pass override=True to replace)")
-    env_spec = EnvSpec(id, entry_point, dict(kwargs or {}), description)
+        raise InvalidArgumentError(
+            f"env id {id!r} is already registered (pass override=True to replace)")
+    if not (callable(entry_point) or (isinstance(entry_point, str)
+                                      and re.match(r"^[\w.]+:[\w.]+$", entry_point))):
+        raise InvalidArgumentError(
+            f"entry_point must be 'module:Class' or a callable, got {entry_point!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise InvalidArgumentError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+    env_spec = EnvSpec(id, entry_point, dict(kwargs or {}), str(description))
     _REGISTRY[id] = env_spec
     gym_id = f"{GYM_NAMESPACE}/{id}"
     gym.registry.pop(gym_id, None)
@@ -88,7 +116,12 @@ def register(
 
 
 class _GymEntry:
-    """Gymnasium entry point that validates kwargs through our registry."""
+    """Gymnasium entry point that validates kwargs through our registry.
+
+    ``gymnasium.make_vec(..., vectorization_mode="sync")`` deep-copies the spec and calls
+    the copy once per sub-env: the copy (:class:`_SharedGymEntry`) builds one instance and
+    returns views of it, so the sub-envs share one ledger.
+    """
 
     def __init__(self, env_id: str) -> None:
         self.env_id = env_id
@@ -96,11 +129,42 @@ class _GymEntry:
     def __call__(self, **kwargs: Any) -> gym.Env:
         return _construct(self.env_id, kwargs)
 
+    def __deepcopy__(self, memo: dict) -> _SharedGymEntry:
+        return _SharedGymEntry(self.env_id)
+
+
+class _SharedGymEntry(_GymEntry):
+    """The entry of one ``gymnasium.make_vec`` call: every sub-env views one instance."""
+
+    def __init__(self, env_id: str) -> None:
+        super().__init__(env_id)
+        self.pid = os.getpid()
+        self.first: gym.Env | None = None
+
+    def __call__(self, **kwargs: Any) -> gym.Env:
+        if os.getpid() != self.pid:
+            raise InvalidArgumentError(
+                f"{self.env_id}: vectorization_mode='async' would give each process its own "
+                "problem instance and query budget. Use rlhf_env.make_vec(id, n) (one oracle "
+                "call per step), or vectorization_mode='sync' (sub-envs share one ledger).")
+        if self.first is None:
+            self.first = _construct(self.env_id, kwargs)
+            return self.first
+        return self.first.view()  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict) -> _SharedGymEntry:
+        return _SharedGymEntry(self.env_id)
+
 
 class _GymVectorEntry(_GymEntry):
+    """The native vector env (one instance, one oracle call per step) for ``make_vec``."""
+
     def __call__(self, num_envs: int = 1, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.pop("render_mode", None)
         return _construct(self.env_id, kwargs).make_vec(num_envs)
+
+    def __deepcopy__(self, memo: dict) -> _GymVectorEntry:  # type: ignore[override]
+        return _GymVectorEntry(self.env_id)
 
 
 def list_envs() -> list[str]:
@@ -110,7 +174,9 @@ def list_envs() -> list[str]:
 
 def spec(env_id: str) -> EnvSpec:
     """The :class:`EnvSpec` of ``env_id``; unknown ids raise :class:`UnknownEnvError`."""
-    if isinstance(env_id, str) and env_id.startswith(GYM_NAMESPACE + "/"):
+    if not isinstance(env_id, str):
+        raise UnknownEnvError(f"an env id is a str such as 'LinearBT-v0', got {env_id!r}")
+    if env_id.startswith(GYM_NAMESPACE + "/"):
         env_id = env_id[len(GYM_NAMESPACE) + 1 :]
     if env_id not in _REGISTRY:
         raise UnknownEnvError(
@@ -120,9 +186,29 @@ def spec(env_id: str) -> EnvSpec:
     return _REGISTRY[env_id]
 
 
+def _oracle_from_deprecated(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Turn the keyword arguments of earlier versions into ``oracle=`` (with a warning)."""
+    old = {k: kwargs.pop(k) for k in _DEPRECATED_ORACLE_KWARGS if k in kwargs}
+    if not old:
+        return
+    if "oracle" in kwargs:
+        raise InvalidKwargError(
+            f"{env_id}: pass the oracle's settings in oracle= only, not also {sorted(old)}")
+    from rlhf_env.oracles import BradleyTerry
+
+    warnings.warn(
+        f"{sorted(old)} are deprecated: pass oracle=rlhf_env.oracles.BradleyTerry("
+        "temperature=..., deterministic=...) (or a preset name such as 'gao-argmax')",
+        FutureWarning, stacklevel=4)
+    kwargs["oracle"] = BradleyTerry(old.get("bt_temperature", 1.0),
+                                    deterministic=old.get("deterministic_oracle", False))
+
+
 def _construct(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     env_spec = spec(env_id)
     valid = env_spec.valid_kwargs()
+    if "oracle" in valid:
+        _oracle_from_deprecated(env_id, kwargs)
     if valid:
         unknown = [k for k in kwargs if k not in valid]
         if unknown:
@@ -131,7 +217,11 @@ def _construct(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
                 f"{env_id} got unknown keyword argument(s) {unknown}.{hint} "
                 f"Valid: {', '.join(valid)}."
             )
-    return env_spec.load()(**{**env_spec.kwargs, **kwargs})
+    env = env_spec.load()(**{**env_spec.kwargs, **kwargs})
+    instance = getattr(env, "instance", None)
+    if instance is not None:
+        instance.name = env_id
+    return env
 
 
 def make(env_id: str, **kwargs: Any) -> gym.Env:
@@ -140,14 +230,11 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     Goes through ``gymnasium.make`` so the env carries its ``spec`` and the usual
     wrappers (order enforcing, passive checker); ``env.unwrapped`` is the env itself.
     """
-    spec(env_id)  # clear error for unknown ids before Gymnasium sees them
-    name = env_id if env_id.startswith(GYM_NAMESPACE + "/") else f"{GYM_NAMESPACE}/{env_id}"
+    env_id = spec(env_id).id  # clear error for unknown ids before Gymnasium sees them
+    name = f"{GYM_NAMESPACE}/{env_id}"
     return gym.make(name, **kwargs)
 
 
 def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> Any:
     """A native vector env of ``num_envs`` one-step episodes over one problem instance."""
-    env = make(env_id, **kwargs)
-    vec = env.unwrapped.make_vec(num_envs)
-    vec.spec = env.spec
-    return vec
+    return make(env_id, **kwargs).unwrapped.make_vec(num_envs)

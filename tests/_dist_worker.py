@@ -9,7 +9,8 @@ import sys
 
 import torch
 
-from agents.trainer import PreferenceData, train_preferences
+from agents.data import PreferenceData
+from agents.trainer import train_preferences
 from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
 
@@ -25,7 +26,10 @@ def main(out: str) -> None:
         [f" {letters[(i + 1) % 8]}" for i in range(16)],
         [f" {letters[(i + 3) % 8]} ok" for i in range(16)],
     )
-    result = train_preferences(policy, ref, data, beta=0.5, epochs=2, batch_size=8, lr=1e-3,
+    # an optimiser step sees 8 pairs however many processes share them (TRL's convention)
+    per_device = 8 // int(os.environ.get("WORLD_SIZE", "1"))
+    result = train_preferences(policy, ref, data, beta=0.5, num_train_epochs=2,
+                               per_device_train_batch_size=per_device, learning_rate=1e-3,
                                seed=0, progress=False)
     rank = int(os.environ.get("RANK", "0"))
     state = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}

@@ -8,9 +8,9 @@ import torch
 
 import agents
 import rlhf_env
-from agents.policies import FiniteBestOfN
-from agents.rso import statistical_rejection_sampling
+from agents.algorithms.rso import statistical_rejection_sampling
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, UnknownEnvError
+from rlhf_env.policies import FiniteBestOfN
 
 SEEDS = (0, 1, 2)
 
@@ -31,11 +31,11 @@ def test_registry_and_errors():
         agents.make("dpo", env, betta=0.1)
     with pytest.raises(InvalidArgumentError, match="loss_type must be one of"):
         agents.make("dpo", env, loss_type="kto")
-    with pytest.raises(InvalidArgumentError, match="iterations x 600 prompts = 2400 queries"):
+    with pytest.raises(InvalidArgumentError, match="4 rounds x 600 labels = 2400 queries"):
         agents.make("iterative_dpo", env, iterations=4, prompts_per_iteration=600)
     online = rlhf_env.make("LinearBT-v0", setting="online", query_budget=16)
     with pytest.raises(InvalidArgumentError, match="dpo needs an offline dataset"):
-        agents.make("dpo", online).learn()
+        agents.make("dpo", online)
     with pytest.raises(InvalidArgumentError, match="schedule must decrease"):
         agents.make("multi_step_rso", env, schedule=(1.0, 2.0))
 
@@ -72,14 +72,15 @@ def test_rso_with_soft_labels_reaches_the_gibbs_policy_of_the_fitted_reward(name
     """Soft BT labels make DPO's optimum the Gibbs policy of the fitted reward r_hat; in the
     log-linear class with a linear RM that optimum is reachable, whatever the proposal. An
     independent oracle: the Gibbs policy log pi0 + r_hat / eta of the same ridge MLE."""
+    from agents.data import PreferenceData
     from agents.reward_models import LinearBTReward
-    from agents.trainer import PreferenceData
     from rlhf_env.policies import TabularPolicy
 
     m, env = score(name, 0)
     u = env.unwrapped
     rm = LinearBTReward(u, PreferenceData.from_dataset(u.offline_dataset))
-    gibbs = TabularPolicy(u.catalog, torch.from_numpy(u.reference_log_probs() + rm.table() / u.eta))
+    log_ref = u.reference.log_probs_table().detach()
+    gibbs = TabularPolicy(u.catalog, log_ref + torch.from_numpy(rm.table()) / u.eta)
     target = rlhf_env.evaluate(gibbs, env)
     assert m["objective"] == pytest.approx(target["objective"], abs=0.02)
     assert m["kl"] == pytest.approx(target["kl"], rel=0.1)
@@ -95,12 +96,12 @@ def test_best_of_n_and_reference_anchor_rows():
 
 def test_exact_best_of_n_distribution_matches_sampling():
     env = rlhf_env.make("LinearBT-v0").unwrapped
-    rewards = np.round(env.gold_rewards(), 1)  # with some ties
-    pol = FiniteBestOfN(env.reference, rewards, n=3)
+    rewards = np.round(rlhf_env.judge(env).reward_table(), 1)  # with some ties
+    pol = FiniteBestOfN.of(env.reference, rewards, n=3)
     probs = pol.probs_table().detach().numpy()
     assert np.allclose(probs.sum(1), 1)
     rng = np.random.default_rng(0)
-    p0 = np.exp(env.reference_log_probs()[5])
+    p0 = env.reference.probs_table().detach().numpy()[5]
     draws = rng.choice(16, size=(20000, 3), p=p0)
     best = draws[np.arange(20000), np.argmax(rewards[5][draws], axis=1)]
     freq = np.bincount(best, minlength=16) / 20000
@@ -135,9 +136,11 @@ def test_tensorboard_and_metrics(tmp_path):
                         tensorboard_log=str(tmp_path), run_name="run", progress=False).learn()
     names = {k for row in agent.logger.history for k in row}
     for k in ("train/loss", "train/rewards/chosen", "train/rewards/margins",
-              "train/rewards/accuracies", "train/logps/chosen", "oracle/queries_used",
-              "oracle/preference_agreement"):
+              "train/rewards/accuracies", "train/logps/chosen", "train/learning_rate",
+              "oracle/queries_used", "oracle/preference_agreement"):
         assert k in names
+    iterations = [row["train/iteration"] for row in agent.logger.history if "train/iteration" in row]
+    assert iterations == [0, 1]  # one point per iteration
     assert any((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
@@ -159,13 +162,13 @@ def test_iterative_dpo_resume_pays_no_query_twice_and_loses_none(tmp_path):
     assert json.loads((ckpt / "state.json").read_text())["completed"] == 2
     # paid for but not trained: an interruption between the query and the training
     agent = agents.make("iterative_dpo", env, checkpoint_dir=str(ckpt), **kw)
-    original = agent._train
+    original = agent.train
 
     def fail_once(*a, **k):
-        agent._train = original
+        agent.train = original
         raise KeyboardInterrupt
 
-    agent._train = fail_once
+    agent.train = fail_once
     with pytest.raises(KeyboardInterrupt):
         agent.learn(resume_from=ckpt)
     assert env.unwrapped.queries_used == 192
@@ -192,7 +195,8 @@ def test_iterative_dpo_raises_gold_reward_on_tiny_instruct():
                             n_train_prompts=256, n_eval_prompts=128, seed=seed)
         u = env.unwrapped
         agent = agents.make("iterative_dpo", env, seed=seed, progress=False, iterations=4,
-                            rpo_alpha=1.0, lr=1e-3, epochs=3, warm_start=True).learn()
+                            rpo_alpha=1.0, learning_rate=1e-3, num_train_epochs=3,
+                            warm_start=True).learn()
         assert u.queries_used == 1024
         base = rlhf_env.evaluate(u.reference, env, n_samples=4, seed=0)["gold_reward"]
         gains.append(rlhf_env.evaluate(agent.policy, env, n_samples=4, seed=0)["gold_reward"] - base)

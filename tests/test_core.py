@@ -105,7 +105,7 @@ def test_budget_exceeded_counts_nothing_and_env_stays_usable():
         (("response-0",), "pair"),
         ((), "pair"),
         (("response-0", 3), "must be a str"),
-        (("response-0", "nope"), "'nope' is not one of the 16 candidates"),
+        (("response-0", "nope"), "'nope' is not one of the 16 candidate"),
         (42, "pair"),
     ],
 )
@@ -131,10 +131,9 @@ def test_bad_vector_actions():
 
 def test_reward_feedback():
     env = rlhf_env.make("LinearBT-v0", feedback="reward", setting="online", query_budget=5)
-    u = env.unwrapped
     obs, info = env.reset(seed=0)
     _, r, term, _, info = env.step("response-3")
-    assert r == pytest.approx(u.gold_rewards()[info["prompt_id"], 3])
+    assert r == pytest.approx(rlhf_env.judge(env).reward_table()[info["prompt_id"], 3])
     assert info["queries_used"] == 1 and term
     with pytest.raises(InvalidActionError, match="one response"):
         env.reset()
@@ -172,18 +171,20 @@ def test_public_parts_and_offline_pairs_are_candidates():
     u = rlhf_env.make("LinearBT-v0").unwrapped
     assert u.eta == 1.0 and u.features.shape == (32, 16, 16)
     assert np.allclose(np.linalg.norm(u.features, axis=-1), 1.0)
-    assert np.linalg.norm(u.theta_star) == pytest.approx(6.0)
+    assert np.linalg.norm(rlhf_env.judge(env := rlhf_env.make("LinearBT-v0")).theta_star) == \
+        pytest.approx(6.0)
+    assert not env.unwrapped.features.flags.writeable
     ds = u.offline_dataset
     assert set(ds["chosen"]) | set(ds["rejected"]) <= set(u.catalog.responses)
     assert all(c != r for c, r in zip(ds["chosen"], ds["rejected"]))
     # pi0 is non-uniform and not the optimum
-    ref = np.exp(u.reference_log_probs())
+    ref = u.reference.probs_table().detach().numpy()
     assert ref.max() > 2.0 / 16
 
 
 def test_narrow_behaviour_rarely_plays_what_pi_star_plays():
-    u = rlhf_env.make("LinearBT-Narrow-v0").unwrapped
-    pi_star = u.optimal_policy().probs_table().detach().numpy()
-    mass_narrow = (u.behaviour_probs() * pi_star).sum(1).mean()
-    mass_ref = (u.behaviour_probs("reference") * pi_star).sum(1).mean()
+    j = rlhf_env.judge(rlhf_env.make("LinearBT-Narrow-v0"))
+    pi_star = j.optimal_policy().probs_table().detach().numpy()
+    mass_narrow = (j.behaviour_probs() * pi_star).sum(1).mean()
+    mass_ref = (j.behaviour_probs("reference") * pi_star).sum(1).mean()
     assert mass_narrow < 0.5 * mass_ref

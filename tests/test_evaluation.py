@@ -14,12 +14,13 @@ from rlhf_env.policies import TabularPolicy
 def independent_metrics(pi, env):
     """Plain-Python loops over prompts and actions: the oracle for evaluate()."""
     u = env.unwrapped
-    feats, theta, eta = u.features, u.theta_star, u.eta
+    feats, theta, eta = u.features, rlhf_env.judge(env).theta_star, u.eta
+    log_ref = u.reference.log_probs_table().detach().numpy()
     n, k, _ = feats.shape
     gold = kl = win = j_star = j_ref = 0.0
     for x in range(n):
         r = [float(np.dot(theta, feats[x, a])) for a in range(k)]
-        w0_logits = [math.log(max(p, 1e-300)) for p in np.exp(u.reference_log_probs()[x])]
+        w0_logits = [math.log(max(p, 1e-300)) for p in np.exp(log_ref[x])]
         z = math.log(sum(math.exp(v) for v in w0_logits))
         pi0 = [math.exp(v - z) for v in w0_logits]
         gold += sum(pi[x][a] * r[a] for a in range(k)) / n
@@ -54,15 +55,16 @@ def test_exact_metrics_match_independent_computation(seed):
 def test_reference_scores_zero_and_optimum_scores_one(env_id):
     env = rlhf_env.make(env_id)
     u = env.unwrapped
+    pi_star = rlhf_env.judge(env).optimal_policy()
     ref = rlhf_env.evaluate(u.reference, env)
-    opt = rlhf_env.evaluate(u.optimal_policy(), env)
+    opt = rlhf_env.evaluate(pi_star, env)
     assert abs(ref["normalized_score"]) < 1e-9
     assert abs(opt["normalized_score"] - 1) < 1e-9
     assert ref["kl"] == pytest.approx(0, abs=1e-12) and ref["win_rate"] == pytest.approx(0.5)
     # the problem is worth solving
     assert opt["objective"] - ref["objective"] > 0.3
     # pi* maximises J: any perturbation scores lower
-    logits = u.optimal_policy().logits().detach() + 0.3 * torch.randn(32, 16, dtype=torch.float64)
+    logits = pi_star.logits().detach() + 0.3 * torch.randn(32, 16, dtype=torch.float64)
     assert rlhf_env.evaluate(TabularPolicy(u.catalog, logits), env)["normalized_score"] < 1
 
 

@@ -1,7 +1,9 @@
+import ast
 import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,58 @@ def test_import_rlhf_env_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python_files(folder):
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def _references(path):
+    """Dotted names a module imports or reads as attributes of ``rlhf_env``."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, node.lineno
+            for a in node.names:
+                yield f"{node.module}.{a.name}", node.lineno
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            yield f"{node.value.id}.{node.attr}", node.lineno
+
+
+def test_agents_never_reach_the_judge_or_the_gold_evaluation():
+    """Nothing under agents/ imports the judge; only the zoo (which reports results) may call
+    rlhf_env.evaluate. An agent that needs the answer has to ask for it in plain sight."""
+    banned = ("rlhf_env.judging", "rlhf_env.judge", "rlhf_env.Judge")
+    offences = []
+    for path in _python_files("agents"):
+        rel = path.relative_to(ROOT).as_posix()
+        extra = () if rel.startswith("agents/zoo/") else ("rlhf_env.evaluate",
+                                                          "rlhf_env.evaluation")
+        for name, line in _references(path):
+            if name.startswith(banned + extra):
+                offences.append(f"{rel}:{line} {name}")
+    assert not offences, offences
+
+
+def test_no_module_imports_another_modules_private_names():
+    offences = []
+    for folder in ("rlhf_env", "agents", "examples", "benchmarks"):
+        for path in _python_files(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    for a in node.names:
+                        if a.name.startswith("_") and a.name != "__version__":
+                            offences.append(f"{path.relative_to(ROOT)}:{node.lineno} {a.name}")
+    assert not offences, offences
+
+
+def test_rlhf_env_never_imports_agents():
+    for path in _python_files("rlhf_env"):
+        for name, line in _references(path):
+            assert not name.startswith("agents"), f"{path}:{line} imports {name}"

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from agents.data import PreferenceData
 from agents.losses import bt_reward_loss, dpo_loss, hinge_loss, ipo_loss, preference_loss
-from agents.trainer import PreferenceData, accumulate_gradients, reference_log_probs
+from agents.trainer import accumulate_gradients, reference_log_probs
 from rlhf_env.policies import Catalog, TabularPolicy
 
 # one pair: log pi(chosen) = -1, log pi(rejected) = -2, reference -1.5 for both, beta = 0.5

@@ -40,7 +40,7 @@ def test_sampling_is_seeded_and_matches_probabilities(env):
     draws = ref.sample(["prompt-1"], n=20_000, generator=torch.Generator().manual_seed(1))[0]
     ids = env.catalog.response_ids(draws)
     freq = np.bincount(ids, minlength=16) / len(ids)
-    p = np.exp(env.reference_log_probs()[1])
+    p = env.reference.probs_table().detach().numpy()[1]
     assert np.abs(freq - p).max() < 0.02
     # temperature -> 0 concentrates on the mode
     cold = ref.sample(["prompt-1"], n=50, temperature=1e-3)[0]
@@ -48,13 +48,13 @@ def test_sampling_is_seeded_and_matches_probabilities(env):
 
 
 def test_loglinear_with_theta_over_eta_is_gibbs(env):
-    pol = LogLinearPolicy(
-        env.catalog, env.reference_log_probs(), env.features, env.theta_star / env.eta
-    )
+    j = rlhf_env.judge(env)
+    log_ref = env.reference.log_probs_table().detach()
+    pol = LogLinearPolicy(env.catalog, log_ref, env.features, j.theta_star / env.eta)
     torch.testing.assert_close(
-        pol.log_probs_table(), env.optimal_policy().log_probs_table(), rtol=0, atol=1e-12
+        pol.log_probs_table(), j.optimal_policy().log_probs_table(), rtol=0, atol=1e-12
     )
-    zero = LogLinearPolicy(env.catalog, env.reference_log_probs(), env.features)
+    zero = LogLinearPolicy(env.catalog, log_ref, env.features)
     torch.testing.assert_close(zero.log_probs_table(), env.reference.log_probs_table())
 
 
@@ -76,7 +76,8 @@ def test_save_load_roundtrip(env, tmp_path, kind):
     if kind == "tabular":
         pol = TabularPolicy(env.catalog, torch.randn(32, 16, dtype=torch.float64))
     else:
-        pol = LogLinearPolicy(env.catalog, env.reference_log_probs(), env.features, np.ones(16))
+        pol = LogLinearPolicy(env.catalog, env.reference.log_probs_table().detach(), env.features,
+                              np.ones(16))
     pol.save(tmp_path / "p")
     assert (tmp_path / "p" / "policy.safetensors").is_file()
     back = load_policy(tmp_path / "p")

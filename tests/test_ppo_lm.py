@@ -8,14 +8,14 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import agents
 import rlhf_env
-from agents.ppo import PPOConfig
-from agents.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo, watch_first_minibatch_ratios
+from agents.algorithms.ppo import PPOConfig
+from agents.algorithms.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo, watch_first_minibatch_ratios
 
 
 def _config(env, **kw):
     base = dict(n_envs=4, n_steps=8, batch_size=8, n_epochs=2, max_new_tokens=8,
                 max_prompt_tokens=48, learning_rate=1e-3)
-    return PPOConfig(**{**base, **kw}).resolved(env)
+    return PPOConfig.from_dict({**base, **kw})
 
 
 def _ones(prompts, responses):
@@ -37,7 +37,7 @@ def test_token_env_passes_gymnasium_and_sb3_checkers(tiny_env):
 
     ref = tiny_env.unwrapped.reference
     vocab = ref.model.get_output_embeddings().weight.shape[0]
-    env = TokenEnv(list(tiny_env.unwrapped.train_prompts), ref.tokenizer, ref._encode, ref.eos_id,
+    env = TokenEnv(list(tiny_env.unwrapped.train_prompts), ref.tokenizer, ref.encode, ref.eos_id,
                    vocab, max_new_tokens=6, max_prompt_tokens=48, reward_fn=_ones)
     gym_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=True)
@@ -130,11 +130,18 @@ def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropou
 
 
 def test_config_defaults_follow_the_kind_of_env(tiny_env):
-    lin = rlhf_env.make("LinearBT-v0", seed=0).unwrapped
-    assert PPOConfig().resolved(lin).learning_rate == 0.5
-    lm = PPOConfig().resolved(tiny_env.unwrapped)
-    assert lm.learning_rate == 3e-4 and lm.n_steps == 32
-    assert PPOConfig(n_steps=5).resolved(tiny_env.unwrapped).n_steps == 5
+    """The zoo config's kind entries (exact / sampled) hold the per-kind defaults."""
+    lin = agents.make("ppo", rlhf_env.make("LinearBT-v0", seed=0))
+    assert lin.config.learning_rate == 0.5 and lin.config.n_steps == 4096
+    fresh = rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=64, n_eval_prompts=16,
+                          n_offline=32)
+    lm = agents.make("ppo", fresh)
+    assert lm.config.learning_rate == 3e-4 and lm.config.n_steps == 32
+    assert agents.make("ppo", fresh, n_steps=5).config.n_steps == 5
+    fresh.reset(seed=0)
+    fresh.step(("a", "b"))  # one query spent: the whole budget no longer fits 2 x 1024
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="2047 of the env's 2048"):
+        agents.make("ppo", fresh)
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
         agents.make("ppo", tiny_env, critic="separate")
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="max_new_tokens must be"):

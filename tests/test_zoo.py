@@ -8,24 +8,24 @@ import pytest
 import yaml
 
 import agents
-from agents.iterative_dpo import IterativeDPOAgent
+from agents.algorithms.iterative_dpo import IterativeDPOAgent
+from agents.hyperparams import config_dir
 from agents.zoo import cli, resolve
-from agents.zoo.config import config_dir
-from agents.zoo.leaderboard import ci95
 from agents.zoo.run import train_run
+from agents.zoo.stats import ci95
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError
 
 # a tiny budget per agent, for the language env (the LinearBT runs use the configs as they are)
 TINY_LM = {
     "reference": [],
     "best_of_n": ["n=2"],
-    "dpo": ["epochs=1", "batch_size=8"],
-    "rso": ["epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4"],
-    "multi_step_rso": ["epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
+    "dpo": ["num_train_epochs=1", "per_device_train_batch_size=8"],
+    "rso": ["num_train_epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4"],
+    "multi_step_rso": ["num_train_epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
                        "schedule=[2.0, 1.0]"],
-    "iterative_dpo": ["epochs=1", "iterations=2", "n_samples=2"],
+    "iterative_dpo": ["num_train_epochs=1", "iterations=2", "n_samples=2"],
     "ppo": ["iterations=1", "timesteps_per_iteration=32", "n_envs=2", "n_steps=8",
-            "batch_size=8", "n_epochs=1", "reward_model=neural"],
+            "batch_size=8", "n_epochs=1", "reward_model.kind=neural", "reward_model.steps=20"],
 }
 # the finite-action agents (closed forms): LinearBT entries only
 FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid"}
@@ -47,23 +47,33 @@ def test_every_agent_has_linear_bt_and_tiny_instruct_entries():
         assert {"default", "LinearBT-v0"} <= set(entries), name
         assert ("TinyInstruct-v0" in entries) == (name not in FINITE_ONLY), name
         for env_id in entries:
-            if env_id != "default":
+            if env_id not in ("default", "exact", "linear", "sampled"):
                 resolve(name, env_id, 0)  # every entry is valid for its agent
 
 
 def test_resolution_order_and_errors(tmp_path):
     (tmp_path / "dpo.yml").write_text(
-        "default:\n  epochs: 5\n  lr: 0.5\n  eval: {n_samples: 2}\n"
-        "LinearBT-v0:\n  lr: 0.2\n  setting: offline\n  env_kwargs: {n_offline: 64}\n")
-    cfg = resolve("dpo", "LinearBT-v0", 3, hyperparams={"epochs": 7}, env_kwargs={"eta": 2.0},
-                  directory=tmp_path)
-    assert cfg.hyperparams == {"epochs": 7, "lr": 0.2}
+        "default:\n  num_train_epochs: 5\n  learning_rate: 0.5\n  eval: {n_samples: 2}\n"
+        "exact:\n  weight_decay: 0.01\n"
+        "sampled:\n  weight_decay: 0.02\n"
+        "LinearBT-v0:\n  learning_rate: 0.2\n  setting: offline\n  env_kwargs: {n_offline: 64}\n")
+    cfg = resolve("dpo", "LinearBT-v0", 3, hyperparams={"num_train_epochs": 7},
+                  env_kwargs={"eta": 2.0}, directory=tmp_path)
+    assert cfg.hyperparams == {"num_train_epochs": 7, "learning_rate": 0.2, "weight_decay": 0.01}
     assert cfg.setting == "offline" and cfg.env_kwargs == {"n_offline": 64, "eta": 2.0}
     assert cfg.make_env_kwargs() == {"n_offline": 64, "eta": 2.0, "setting": "offline", "seed": 3}
-    assert resolve("dpo", "Other-v0", 0, directory=tmp_path).hyperparams == {"epochs": 5, "lr": 0.5}
+    assert resolve("dpo", "TinyInstruct-v0", 0, directory=tmp_path).hyperparams == {
+        "num_train_epochs": 5, "learning_rate": 0.5, "weight_decay": 0.02}
+    # a deprecated name is followed, with a warning
+    with pytest.warns(FutureWarning, match="'lr' is deprecated: use 'learning_rate'"):
+        assert resolve("dpo", "LinearBT-v0", 0, hyperparams={"lr": 0.3},
+                       directory=tmp_path).hyperparams["learning_rate"] == 0.3
+    (tmp_path / "dpo.yml").write_text("exact:\n  setting: offline\n")
+    with pytest.raises(InvalidKwargError, match="run-level keys belong in 'default'"):
+        resolve("dpo", "LinearBT-v0", 0, directory=tmp_path)
 
     (tmp_path / "dpo.yml").write_text("LinearBT-v0:\n  betta: 0.1\n")
-    with pytest.raises(InvalidKwargError, match=r"'betta'.*dpo.yml.*Did you mean 'beta'"):
+    with pytest.raises(InvalidKwargError, match=r"dpo.yml.*'betta'.*Did you mean 'beta'"):
         resolve("dpo", "LinearBT-v0", 0, directory=tmp_path)
     (tmp_path / "dpo.yml").write_text("LinearBT-v0:\n  lr: [0.1\n  epochs: 3\n")
     with pytest.raises(InvalidArgumentError, match=r"dpo.yml:3:\d+: the YAML does not parse"):
@@ -80,7 +90,7 @@ def test_ci95_hand_worked():
 def test_train_every_agent_through_the_command_on_linear_bt(tmp_path, name):
     rc = zoo("train", "--env", "LinearBT-v0", "--agent", name, "--seed", 1, "--runs-dir",
              tmp_path, "--env-kwargs", "query_budget=64", "n_offline=64",
-             "--hyperparams", *TINY_LINEAR.get(name, ["epochs=30"]))
+             "--hyperparams", *TINY_LINEAR.get(name, ["num_train_epochs=30"]))
     assert rc == 0
     run = tmp_path / "LinearBT-v0" / name / "seed1"
     for f in ("config.yml", "command.txt", "metrics.jsonl", "ledger.jsonl", "agent.json",
@@ -108,8 +118,8 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
     assert zoo("train", "--env", "LinearBT-v0", "--agent", "dpoo", "--runs-dir", tmp_path) == 1
     assert "Did you mean 'dpo'" in capsys.readouterr().err
     assert zoo("train", "--env", "LinearBT-v0", "--agent", "dpo", "--runs-dir", tmp_path,
-               "--hyperparams", "learning_rate=0.1") == 1
-    assert "'learning_rate'" in capsys.readouterr().err
+               "--hyperparams", "learnin_rate=0.1") == 1
+    assert "Did you mean 'learning_rate'" in capsys.readouterr().err
     argv = ["train", "--env", "LinearBT-v0", "--agent", "reference", "--runs-dir", tmp_path]
     assert zoo(*argv) == 0
     assert zoo(*argv) == 1
@@ -119,11 +129,11 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
 
 def test_killed_run_resumes_to_the_same_result_and_pays_no_query_twice(tmp_path, monkeypatch):
     argv = ["train", "--env", "LinearBT-v0", "--agent", "iterative_dpo", "--seed", 2,
-            "--hyperparams", "iterations=4", "epochs=40"]
+            "--hyperparams", "iterations=4", "num_train_epochs=40"]
     assert zoo(*argv, "--runs-dir", tmp_path / "full") == 0
     full = json.loads((tmp_path / "full/LinearBT-v0/iterative_dpo/seed2/eval.json").read_text())
 
-    original, calls = IterativeDPOAgent._train, []
+    original, calls = IterativeDPOAgent.train, []
 
     def killed_in_iteration_two(self, *a, **k):  # SIGTERM arrives after pairs 2 were paid for
         calls.append(1)
@@ -131,9 +141,9 @@ def test_killed_run_resumes_to_the_same_result_and_pays_no_query_twice(tmp_path,
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, *a, **k)
 
-    monkeypatch.setattr(IterativeDPOAgent, "_train", killed_in_iteration_two)
+    monkeypatch.setattr(IterativeDPOAgent, "train", killed_in_iteration_two)
     assert zoo(*argv, "--runs-dir", tmp_path / "cut") == 130
-    monkeypatch.setattr(IterativeDPOAgent, "_train", original)
+    monkeypatch.setattr(IterativeDPOAgent, "train", original)
     run = tmp_path / "cut/LinearBT-v0/iterative_dpo/seed2"
     assert not (run / "eval.json").exists()
     assert zoo(*argv, "--runs-dir", tmp_path / "cut", "--resume") == 0
@@ -167,7 +177,7 @@ def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
 def test_train_run_callback_and_tensorboard_log(tmp_path):
     seen = []
     cfg = resolve("iterative_dpo", "LinearBT-v0", 0, env_kwargs={"query_budget": 64},
-                  hyperparams={"iterations": 2, "epochs": 10})
+                  hyperparams={"iterations": 2, "num_train_epochs": 10})
     train_run(cfg, tmp_path / "runs", tensorboard_log=tmp_path / "tb",
               callback=lambda a, info: seen.append(info["iteration"]))
     assert seen == [0, 1]

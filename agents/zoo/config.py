@@ -1,14 +1,15 @@
-"""Zoo configs: ``zoo_configs/<agent>.yml``, keyed by env id, with a ``default`` entry.
+"""Run configs: what defines one run of one agent on one env with one seed.
 
-As in rl-baselines3-zoo, a file holds one mapping per env id; an agent run on
-``env_id`` takes the ``default`` entry overlaid with the ``env_id`` entry, then
-the command line's overrides. Keys map one-to-one onto the agent's constructor
-arguments, plus the run-level keys below. An unknown key is an error naming it.
+The YAML files (``zoo_configs/<agent>.yml``) are read by :mod:`agents.hyperparams`, the
+same resolution ``agents.make`` uses: ``default`` < the env's kind < the env's id < the
+command line's overrides. Keys map one-to-one onto the agent's hyperparameters, plus the
+run-level keys below. An unknown key is an error naming it.
 
 Run-level keys:
 
 * ``setting``: "offline" | "online" | "hybrid" (default: the env's own default);
 * ``query_budget``: the env's query budget (default: the env's own);
+* ``oracle``: the training oracle, a preset name (default: the env's, ``"bt"``);
 * ``env_kwargs``: a mapping of further keyword arguments to ``rlhf_env.make``;
 * ``eval``: a mapping of options to ``rlhf_env.evaluate`` (sampled envs only);
 * ``eval_every``: evaluate after every k-th iteration during training (0: only
@@ -17,19 +18,17 @@ Run-level keys:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, closest
+from agents.base import RUNTIME_KEYS
+from agents.hyperparams import RUN_KEYS, resolve_entries, split_run_keys
+from rlhf_env.errors import InvalidArgumentError, InvalidKwargError
 
-__all__ = ["RUN_KEYS", "RunConfig", "config_dir", "load_file", "resolve", "parse_overrides"]
-
-RUN_KEYS = ("setting", "query_budget", "env_kwargs", "eval", "eval_every")
+__all__ = ["RUN_KEYS", "RunConfig", "resolve", "parse_overrides"]
 
 
 @dataclasses.dataclass
@@ -41,6 +40,7 @@ class RunConfig:
     seed: int
     setting: str | None = None
     query_budget: int | None = None
+    oracle: str | None = None
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -51,6 +51,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or not {"env_id", "agent", "seed"} <= set(d) or set(d) - fields:
+            raise InvalidArgumentError(f"not a run config: {d!r:.200}")
         return cls(**d)
 
     def make_env_kwargs(self) -> dict[str, Any]:
@@ -59,73 +62,49 @@ class RunConfig:
             kw["setting"] = self.setting
         if self.query_budget is not None:
             kw["query_budget"] = self.query_budget
+        if self.oracle is not None:
+            kw["oracle"] = self.oracle
         return {**kw, "seed": self.seed}
-
-
-def config_dir() -> Path:
-    """Where the YAML files are: ``$RLHF_ZOO_CONFIGS``, else ``zoo_configs/`` of this checkout."""
-    env = os.environ.get("RLHF_ZOO_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "zoo_configs"
-
-
-def load_file(path: Path) -> dict[str, dict[str, Any]]:
-    """Parse one YAML file: a mapping of env id (or ``default``) to a mapping of keys."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise InvalidArgumentError(f"{where}: the YAML does not parse: {e.problem or e}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
-        raise InvalidArgumentError(
-            f"{path}: must map env ids (and 'default') to mappings of hyperparameters")
-    return {str(k): dict(v or {}) for k, v in data.items()}
 
 
 def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] | None = None,
             env_kwargs: dict[str, Any] | None = None, setting: str | None = None,
-            directory: Path | None = None) -> RunConfig:
-    """The run config of ``agent`` on ``env_id``: file ``default`` < file ``env_id`` < overrides.
+            oracle: str | None = None, directory: Path | None = None) -> RunConfig:
+    """The run config of ``agent`` on ``env_id``: the YAML entries, then the overrides.
 
-    ``hyperparams`` may hold agent keys and run-level keys; ``env_kwargs`` are
-    merged into the file's ``env_kwargs``; ``setting`` wins over both.
+    ``hyperparams`` may hold agent keys and run-level keys; ``env_kwargs`` are merged into
+    the file's ``env_kwargs``; ``setting`` and ``oracle`` win over both. The agent's
+    hyperparameters are checked (types and ranges) here, before anything is made.
     """
     import agents
+    import rlhf_env
 
     cls = agents.get(agent)
-    path = (directory or config_dir()) / f"{agent}.yml"
-    entries = load_file(path) if path.is_file() else {}
-    merged: dict[str, Any] = copy.deepcopy(entries.get("default", {}))
-    for k, v in copy.deepcopy(entries.get(env_id, {})).items():
+    kind = rlhf_env.spec(env_id).kind
+    valid = [k for k in [*cls.Config.field_names(), *cls.Config.ALIASES] if k not in RUNTIME_KEYS]
+    merged = cls.Config.canonical(resolve_entries(agent, env_id, kind, valid=valid,
+                                                  directory=directory))
+    for k, v in cls.Config.canonical(hyperparams or {}).items():
+        if k.partition(".")[0] in RUNTIME_KEYS:
+            raise InvalidKwargError(
+                f"{k!r} is set by the zoo for every run (--seed, --tensorboard-log, ...), "
+                "not a hyperparameter")
         if k in ("env_kwargs", "eval") and isinstance(v, dict):
             merged[k] = {**merged.get(k, {}), **v}
         else:
             merged[k] = v
-    merged.update(hyperparams or {})
     if env_kwargs:
         merged["env_kwargs"] = {**merged.get("env_kwargs", {}), **env_kwargs}
     if setting is not None:
         merged["setting"] = setting
-
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    reserved = {"seed", "tensorboard_log", "run_name", "progress", "checkpoint_dir"}
-    valid = (fields - reserved) | set(RUN_KEYS)
-    unknown = sorted(k for k in merged if k not in valid)
-    if unknown:
-        source = f"{path} (entries 'default'/{env_id!r})" if path.is_file() else "the overrides"
-        raise InvalidKwargError(
-            f"agent {agent!r} does not take {', '.join(map(repr, unknown))} (from {source})."
-            f"{closest(unknown[0], valid)} Valid keys: {', '.join(sorted(valid))}.")
+    if oracle is not None:
+        merged["oracle"] = oracle
+    agent_keys, run = split_run_keys(merged)
     for key in ("env_kwargs", "eval"):
-        if not isinstance(merged.get(key, {}), dict):
-            raise InvalidArgumentError(f"{key} must be a mapping, got {merged[key]!r}")
-    run = {k: merged.pop(k) for k in RUN_KEYS if k in merged}
-    return RunConfig(env_id=env_id, agent=agent, seed=int(seed), hyperparams=merged, **run)
-
+        if not isinstance(run.get(key, {}), dict):
+            raise InvalidArgumentError(f"{key} must be a mapping, got {run[key]!r}")
+    cls.Config.from_dict(agent_keys, source=f"zoo_configs/{agent}.yml or the overrides")
+    return RunConfig(env_id=env_id, agent=agent, seed=int(seed), hyperparams=agent_keys, **run)
 
 def parse_overrides(items: list[str] | None, flag: str) -> dict[str, Any]:
     """``["k=v", ...]`` to a dict; each value is read as YAML (``3``, ``0.1``, ``true``, ``[1, 2]``)."""

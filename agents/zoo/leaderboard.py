@@ -1,7 +1,7 @@
 """Multi-seed leaderboards: train (or reuse) runs, then a table, a JSON file and plots.
 
-Every entry is the mean over seeds with a 95% confidence interval (Student t,
-mean ± t_{0.975, n-1} · sd / sqrt(n)); one-seed entries have no interval.
+Every entry is the mean over seeds with a 95% confidence interval
+(:mod:`agents.zoo.stats`); one-seed entries have no interval.
 """
 
 from __future__ import annotations
@@ -12,44 +12,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from agents.zoo.config import resolve
 from agents.zoo.run import run_dir, train_run
+from agents.zoo.stats import METRICS, aggregate
 
-__all__ = ["ORDER", "METRICS", "ci95", "aggregate", "run_leaderboard", "write_leaderboard"]
+__all__ = ["ORDER", "agent_names", "run_leaderboard", "table", "write_leaderboard"]
 
 # canonical row order when ``--agents all``: anchors, offline, online, theory, PPO
 ORDER = ("reference", "best_of_n", "dpo", "rso", "multi_step_rso", "iterative_dpo",
          "mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "ppo")
-# (key in eval.json, column title, digits)
-METRICS = (("normalized_score", "normalized score", 3), ("objective", "objective J", 3),
-           ("gold_reward", "gold reward", 3), ("kl", "KL", 3), ("win_rate", "win rate", 3),
-           ("queries_used", "queries", 0), ("wall_s", "wall s", 1))
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
-
-
-def ci95(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t interval); the half-width is nan for one value."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96 + 2.4 / (len(v) - 1)
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
-
-
 def agent_names(spec: str, env_id: str) -> list[str]:
     """``"all"``: every agent whose config file has an entry for ``env_id`` (as in
     rl-baselines3-zoo; the theory agents and PPO have none for language envs), in
     leaderboard order; or ``"a,b"`` (checked, run with the ``default`` entry if need be)."""
     import agents
-    from agents.zoo.config import config_dir, load_file
+    from agents.hyperparams import config_file, load_file
 
     if spec == "all":
-        known = [a for a in agents.list_agents()
-                 if (f := config_dir() / f"{a}.yml").is_file() and env_id in load_file(f)]
+        known = [a for a in agents.list_agents() if env_id in load_file(config_file(a))]
         return [a for a in ORDER if a in known] + [a for a in known if a not in ORDER]
     names = [a.strip() for a in spec.split(",") if a.strip()]
     for a in names:
@@ -79,21 +61,6 @@ def run_leaderboard(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
         except Exception as e:  # report every failing run, then exit non-zero
             failures.append(f"{a} seed {s} ({run_dir(runs, env_id, a, s)}): {type(e).__name__}: {e}")
     return results, failures
-
-
-def aggregate(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per agent and metric: mean, 95% half-width and the per-seed values."""
-    out: dict[str, dict[str, Any]] = {}
-    for a, rows in results.items():
-        if not rows:
-            continue
-        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
-        for key in sorted({k for r in rows for k in r if isinstance(r[k], (int, float))}):
-            vals = [float(r[key]) for r in rows if key in r]
-            mean, half = ci95(vals)
-            entry[key] = {"mean": mean, "ci95": half, "values": vals}
-        out[a] = entry
-    return out
 
 
 def _cell(m: dict[str, Any] | None, digits: int) -> str:

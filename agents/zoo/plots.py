@@ -33,7 +33,7 @@ def _err(m: dict[str, Any]) -> float:
 
 
 def metrics_plot(env_id: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
-    from agents.zoo.leaderboard import METRICS
+    from agents.zoo.stats import METRICS
 
     plt = _plt()
     cols = [(k, t) for k, t, _ in METRICS if any(k in e for e in agg.values())]
@@ -123,7 +123,7 @@ def queries_plot(env_id: str, agg: dict[str, dict[str, Any]], results: dict[str,
         mean = ys.mean(0)
         ax.plot(xs, mean, "-o", color=cmap(i % 10), label=f"{a} ({len(curves)} seeds)")
         if len(curves) > 1:
-            from agents.zoo.leaderboard import ci95
+            from agents.zoo.stats import ci95
 
             half = np.array([ci95(ys[:, j])[1] for j in range(len(xs))])
             ax.fill_between(xs, mean - half, mean + half, color=cmap(i % 10), alpha=0.2)

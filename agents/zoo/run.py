@@ -33,7 +33,7 @@ from agents.base import RunLogger
 from agents.zoo.config import RunConfig
 from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
 
-__all__ = ["RunExistsError", "run_dir", "train_run", "evaluate_run", "read_eval", "is_exact"]
+__all__ = ["RunExistsError", "run_dir", "train_run", "evaluate_run", "read_eval"]
 
 
 class RunExistsError(RLHFEnvError, FileExistsError):
@@ -42,12 +42,6 @@ class RunExistsError(RLHFEnvError, FileExistsError):
 
 def run_dir(runs: str | Path, env_id: str, agent: str, seed: int) -> Path:
     return Path(runs) / env_id / agent / f"seed{seed}"
-
-
-def is_exact(env: Any) -> bool:
-    """Whether ``rlhf_env.evaluate`` is exact on this env (finite actions, known gold reward)."""
-    u = env.unwrapped
-    return hasattr(u, "catalog") and hasattr(u, "gold_rewards")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -97,7 +91,7 @@ def _make(cfg: RunConfig) -> Any:
 def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
     import rlhf_env
 
-    if is_exact(env):
+    if env.unwrapped.instance.exact:
         return rlhf_env.evaluate(policy, env)
     options = dict(cfg.eval)
     if not final:  # during training skip pi0's best-of-n reference points (they do not change)
@@ -124,12 +118,9 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
 
     env = _make(cfg)
     cls = agents.get(cfg.agent)
-    hp = {**cfg.hyperparams, "seed": cfg.seed, "progress": progress}
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
     ckpt = folder / "checkpoint"
-    if "checkpoint_dir" in fields:
-        hp["checkpoint_dir"] = str(ckpt)
-    agent = cls(env, **hp)
+    agent = cls(env, **cfg.hyperparams, seed=cfg.seed, progress=progress,
+                checkpoint_dir=str(ckpt))
     tb = (Path(tensorboard_log) / cfg.env_id / cfg.agent / f"seed{cfg.seed}" if tensorboard_log
           else folder / "tensorboard")
     agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
@@ -149,7 +140,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             m = _evaluate(env.unwrapped.reference, env, cfg, final=False)
             agent.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
                               "oracle/queries_paid": 0}, 0)
-        resume_from = ckpt if continuing and (ckpt / "state.json").is_file() else None
+        resume_from = (ckpt if continuing and cls.resumable and (ckpt / "state.json").is_file()
+                       else None)
         agent.learn(on_iteration, resume_from=resume_from)
         status = "done"
     except BaseException as e:

@@ -7,9 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.core import RLHFEnv, check_seed, resolve_setting
+from rlhf_env.core import RLHFEnv
+from rlhf_env.data.pairs import sample_reference_pairs
 from rlhf_env.errors import DataError, InvalidArgumentError
-from rlhf_env.oracles import BradleyTerryOracle
+from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_int
+from rlhf_env.judging import Judge
+from rlhf_env.oracles import OracleContext
 from rlhf_env.policies import Policy
 from rlhf_env.spaces import UnicodeText
 
@@ -36,16 +39,18 @@ class PromptsEnv(RLHFEnv):
       causal LM (loaded as :class:`~rlhf_env.policies.CausalLMPolicy`).
     * ``reward``: the gold reward: ``r(prompts, responses) -> array``, or a hub id / local
       path of a sequence-classification reward model.
-    * ``setting`` / ``query_budget`` / ``eta`` / ``seed`` / ``feedback``: as for every env.
+    * ``setting`` / ``query_budget`` / ``eta`` / ``seed`` / ``feedback`` / ``oracle`` /
+      ``ledger``: as for every env.
     * ``offline_dataset``: a ``datasets.Dataset`` (``prompt``, ``chosen``, ``rejected``); when
       ``None`` in the offline and hybrid settings, ``n_offline`` pairs of pi0 samples on the
       train prompts are labelled by the oracle (default 256).
-    * ``bt_temperature``: the oracle's temperature; ``max_new_tokens``, ``device``, ``dtype``:
-      for a reference loaded from a path.
+    * ``max_new_tokens``, ``device``, ``dtype``: for a reference loaded from a path.
 
     ## Version History
     * v0: first version.
     """
+
+    kind = "sampled"
 
     def __init__(
         self,
@@ -59,21 +64,27 @@ class PromptsEnv(RLHFEnv):
         eta: float = 0.1,
         seed: int | None = 0,
         feedback: str = "preference",
+        oracle: Any = "bt",
+        ledger: Any = None,
         offline_dataset: Any = None,
         n_offline: int | None = None,
-        bt_temperature: float = 1.0,
         max_new_tokens: int = 64,
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        seed = check_seed(seed)
-        setting, budget = resolve_setting(setting, query_budget, default_budget=1024)
+        common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
+                                  feedback=feedback, oracle=oracle, ledger=ledger,
+                                  default_budget=1024)
+        if isinstance(train_prompts, str) or isinstance(eval_prompts, str):
+            raise InvalidArgumentError("train_prompts and eval_prompts are sequences of strings")
         train, evals = [str(p) for p in train_prompts], [str(p) for p in eval_prompts]
         if not train or not evals:
             raise InvalidArgumentError("train_prompts and eval_prompts must both be non-empty")
         if set(train) & set(evals):
             raise InvalidArgumentError(
                 f"{len(set(train) & set(evals))} prompts are both train and eval prompts")
+        if n_offline is not None:
+            n_offline = check_positive_int("n_offline", n_offline, 0)
         if isinstance(reference, str):
             from rlhf_env.policies.causal_lm import CausalLMPolicy
 
@@ -88,15 +99,17 @@ class PromptsEnv(RLHFEnv):
             reward = RewardModel(reward, device=device)
         if not callable(reward):
             raise InvalidArgumentError("reward must be callable r(prompts, responses) or a path")
-        self._reward = reward
-        oracle = BradleyTerryOracle(self._reward_fn, temperature=bt_temperature)
-        rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0xC057]))
-        offline = None
-        if setting != "online":
-            if offline_dataset is None:
-                from rlhf_env.envs.tiny_instruct import _offline_pairs
 
-                offline = _offline_pairs(reference.freeze(), oracle, train, n_offline or 256, rng)
+        def gold(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+            return np.asarray(reward(list(prompts), list(responses)), dtype=np.float64)
+
+        bound = common.bind_oracle(OracleContext(gold, name="PromptsEnv"))
+        rng = common.instance_rng(0xC057)
+        offline = None
+        if common.setting != "online":
+            if offline_dataset is None:
+                offline = sample_reference_pairs(reference.freeze(), bound, train,
+                                                 n_offline or 256, rng)
             else:
                 missing = {"prompt", "chosen", "rejected"} - set(offline_dataset.column_names)
                 if missing:
@@ -104,12 +117,8 @@ class PromptsEnv(RLHFEnv):
                 offline = offline_dataset.select_columns(["prompt", "chosen", "rejected"])
         elif offline_dataset is not None:
             raise InvalidArgumentError("setting='online' has no offline data; drop offline_dataset")
-        self._setup(
-            train_prompts=train, eval_prompts=evals, reference=reference, oracle=oracle, eta=eta,
-            setting=setting, query_budget=budget, offline_dataset=offline, feedback=feedback,
-            seed=seed, response_space=UnicodeText(4096),
-            max_prompt_length=max(len(p) for p in train + evals),
-        )
-
-    def _reward_fn(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return np.asarray(self._reward(list(prompts), list(responses)), dtype=np.float64)
+        instance = ProblemInstance(
+            kind="sampled", common=common, oracle=bound, train_prompts=train, eval_prompts=evals,
+            reference=reference, offline_dataset=offline, response_space=UnicodeText(4096),
+            max_prompt_length=max(len(p) for p in train + evals), name="PromptsEnv")
+        super().__init__(instance, Judge(instance, gold_reward=gold, oracle=bound))

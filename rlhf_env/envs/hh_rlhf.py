@@ -6,11 +6,12 @@ import hashlib
 import warnings
 from typing import Any
 
-import numpy as np
-
-from rlhf_env.core import RLHFEnv, check_seed, resolve_setting
+from rlhf_env.core import RLHFEnv
+from rlhf_env.data.pairs import label_pairs
 from rlhf_env.errors import DataError, InvalidArgumentError
-from rlhf_env.oracles import BradleyTerryOracle
+from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_int
+from rlhf_env.judging import Judge
+from rlhf_env.oracles import OracleContext
 from rlhf_env.spaces import UnicodeText
 
 __all__ = ["HHRLHFEnv", "DEFAULT_REFERENCE", "DEFAULT_REWARD_MODEL", "TINY_PRESET"]
@@ -73,16 +74,18 @@ class HHRLHFEnv(RLHFEnv):
 
     ## Arguments
     setting, query_budget (default 4096), eta (0.1, the paper's), seed, feedback,
-    subset ("helpful-base"), data_dir, data_files (a path, a list, or a dict
+    oracle (default ``"bt"``: Bradley-Terry over the gold RM), ledger, subset ("helpful-base"), data_dir, data_files (a path, a list, or a dict
     ``{"train": ..., "test": ...}``), reference_model, reward_model, preset
     (None or "tiny"), labels ("human"), strict (False), n_train_prompts
     (default all), n_eval_prompts (256), n_offline (default all pairs),
     max_new_tokens (128; 48 for the tiny preset), device ("auto"), dtype,
-    bt_temperature (1.0), eval_fraction (0.1).
+    eval_fraction (0.1).
 
     ## Version History
     * v0: initial version.
     """
+
+    kind = "sampled"
 
     def __init__(
         self,
@@ -92,6 +95,8 @@ class HHRLHFEnv(RLHFEnv):
         eta: float = 0.1,
         seed: int | None = 0,
         feedback: str = "preference",
+        oracle: Any = "bt",
+        ledger: Any = None,
         subset: str | list[str] = "helpful-base",
         data_dir: str | None = None,
         data_files: Any = None,
@@ -106,17 +111,28 @@ class HHRLHFEnv(RLHFEnv):
         max_new_tokens: int | None = None,
         device: str | None = "auto",
         dtype: str | None = None,
-        bt_temperature: float = 1.0,
         eval_fraction: float = 0.1,
     ) -> None:
-        seed = check_seed(seed)
-        setting, budget = resolve_setting(setting, query_budget, default_budget=4096)
+        common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
+                                  feedback=feedback, oracle=oracle, ledger=ledger,
+                                  default_budget=4096)
         if preset not in (None, "tiny"):
             raise InvalidArgumentError(f"preset must be None or 'tiny', got {preset!r}")
         if labels not in ("human", "gold"):
             raise InvalidArgumentError(f"labels must be 'human' or 'gold', got {labels!r}")
-        if not 0 < eval_fraction < 1:
+        if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or (
+                not 0 < eval_fraction < 1):
             raise InvalidArgumentError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
+        if n_train_prompts is not None:
+            n_train_prompts = check_positive_int("n_train_prompts", n_train_prompts)
+        n_eval_prompts = check_positive_int("n_eval_prompts", n_eval_prompts)
+        if n_offline is not None:
+            n_offline = check_positive_int("n_offline", n_offline, 0)
+            if common.setting == "online" and n_offline:
+                raise InvalidArgumentError(
+                    f"setting='online' has no offline data, got n_offline={n_offline}")
+        if max_new_tokens is not None:
+            max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
         train_ds, eval_ds, self.data_report = _load_splits(
             subset, data_dir, data_files, strict, eval_fraction
         )
@@ -127,9 +143,9 @@ class HHRLHFEnv(RLHFEnv):
         else:
             reference, rm = _hub_models(reference_model, reward_model, device, dtype)
         reference.max_new_tokens = int(max_new_tokens or 128)
-        oracle = BradleyTerryOracle(rm, temperature=bt_temperature)
+        bound = common.bind_oracle(OracleContext(rm, name="HH-RLHF"))
 
-        rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0x44]))
+        rng = common.instance_rng(0x44)
         train_prompts = list(dict.fromkeys(train_ds["prompt"]))
         eval_prompts = list(dict.fromkeys(eval_ds["prompt"]))
         rng.shuffle(train_prompts)
@@ -140,21 +156,19 @@ class HHRLHFEnv(RLHFEnv):
         if not train_prompts or not eval_prompts:
             raise DataError(f"no usable prompts after parsing: {self.data_report}")
         offline = None
-        if setting != "online":
+        if common.setting != "online":
             offline = train_ds
             if n_offline is not None:
                 offline = offline.select(sorted(rng.permutation(len(offline))[:n_offline]))
             if labels == "gold":
-                offline = _relabel(offline, oracle, rng)
-        elif n_offline:
-            raise InvalidArgumentError(f"setting='online' has no offline data, got n_offline={n_offline}")
+                offline = label_pairs(bound, offline["prompt"], offline["chosen"],
+                                      offline["rejected"], rng)
         longest = max(len(p) for p in train_prompts + eval_prompts)
-        self._setup(
-            train_prompts=train_prompts, eval_prompts=eval_prompts, reference=reference,
-            oracle=oracle, eta=eta, setting=setting, query_budget=budget,
-            offline_dataset=offline, feedback=feedback, seed=seed,
-            response_space=UnicodeText(2048), max_prompt_length=max(longest, 1),
-        )
+        instance = ProblemInstance(
+            kind="sampled", common=common, oracle=bound, train_prompts=train_prompts,
+            eval_prompts=eval_prompts, reference=reference, offline_dataset=offline,
+            response_space=UnicodeText(2048), max_prompt_length=max(longest, 1), name="HH-RLHF")
+        super().__init__(instance, Judge(instance, gold_reward=rm, oracle=bound))
 
 
 def _hash_fraction(text: str) -> float:
@@ -227,7 +241,7 @@ def _tiny_models(train_ds: Any) -> tuple[Any, Any]:
 
 def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
     from rlhf_env.lm.reward_model import RewardModel
-    from rlhf_env.policies.causal_lm import CausalLMPolicy, _resolve_device, _resolve_dtype
+    from rlhf_env.policies.causal_lm import CausalLMPolicy, resolve_device, resolve_dtype
 
     hint = ("pass reference_model= and reward_model= (local folders or reachable hub ids), "
             "or preset='tiny' with data_dir= for a CPU run")
@@ -238,17 +252,7 @@ def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any
         raise DataError(f"HH-RLHF-v0 reference_model: {e}. {hint}") from e
     try:
         rm = reward_model if callable(reward_model) and not isinstance(reward_model, str) else \
-            RewardModel(reward_model, device=_resolve_device(device), dtype=_resolve_dtype(dtype))
+            RewardModel(reward_model, device=resolve_device(device), dtype=resolve_dtype(dtype))
     except DataError as e:
         raise DataError(f"HH-RLHF-v0 reward_model: {e}. {hint}") from e
     return reference, rm
-
-
-def _relabel(ds: Any, oracle: BradleyTerryOracle, rng: np.random.Generator) -> Any:
-    """The same pairs, preferences resampled from the gold BT oracle."""
-    y, _, _ = oracle.preferences(ds["prompt"], ds["chosen"], ds["rejected"], rng)
-    first = y.astype(bool)
-    chosen = [c if f else r for c, r, f in zip(ds["chosen"], ds["rejected"], first)]
-    rejected = [r if f else c for c, r, f in zip(ds["chosen"], ds["rejected"], first)]
-    return ds.remove_columns(["chosen", "rejected"]).add_column("chosen", chosen).add_column(
-        "rejected", rejected)

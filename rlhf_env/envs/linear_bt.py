@@ -8,30 +8,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf_env.core import RLHFEnv, check_seed, resolve_setting
-from rlhf_env.errors import InvalidActionError, InvalidArgumentError
-from rlhf_env.oracles import BradleyTerryOracle
+from rlhf_env.core import RLHFEnv
+from rlhf_env.data.pairs import label_pairs
+from rlhf_env.errors import InvalidArgumentError
+from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_float, check_positive_int
+from rlhf_env.judging import Judge
+from rlhf_env.oracles import Oracle, OracleContext
 from rlhf_env.policies import Catalog, TabularPolicy
+from rlhf_env.policies.closed_forms import log_normalize
 from rlhf_env.spaces import Candidates
 
 __all__ = ["LinearBTEnv", "BEHAVIOURS"]
 
 BEHAVIOURS = ("reference", "uniform", "narrow")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name: str, value: Any, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not (value >= 0 if allow_zero else value > 0):
-        raise InvalidArgumentError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
-        )
-    return float(value)
 
 
 class LinearBTEnv(RLHFEnv):
@@ -85,17 +74,20 @@ class LinearBTEnv(RLHFEnv):
 
     ## Public parts for agents
     ``reference`` (pi0, a frozen :class:`TabularPolicy`), ``features`` (phi, an
-    ``(N, K, dim)`` array; the linear setting assumes phi known), ``catalog``,
-    ``eta``, ``offline_dataset``, ``train_prompts``, ``query_budget``,
-    ``queries_used``. ``theta_star``, ``gold_rewards()`` and ``optimal_policy()``
-    are for evaluation and tests; agents must not read them.
+    ``(N, K, dim)`` read-only array; the linear setting assumes phi known),
+    ``catalog``, ``eta``, ``offline_dataset``, ``train_prompts``, ``query_budget``,
+    ``queries_used``. theta*, the gold reward table, pi* and the behaviour
+    policies are the judge's: ``rlhf_env.judge(env).theta_star``,
+    ``.reward_table()``, ``.optimal_policy()``, ``.behaviour_probs()``.
 
     ## Arguments
     setting, query_budget (default 1024), eta (default 1.0), seed (the instance:
-    features, theta*, pi0, offline data; default 0), feedback, n_prompts (32),
-    n_actions (16), dim (16), theta_norm (6.0), reference_norm (2.0),
-    reference_alignment (0.25), n_offline (default 128; 0 with setting="online"),
-    behaviour ("reference"), bt_temperature (1.0), deterministic_oracle (False).
+    features, theta*, pi0, offline data; default 0), feedback, oracle (a preset
+    name or an :class:`rlhf_env.oracles.Oracle`; default ``"bt"``, Bradley-Terry
+    at temperature 1), ledger (a :class:`~rlhf_env.oracles.QueryLedger` to charge;
+    default a fresh one), n_prompts (32), n_actions (16), dim (16), theta_norm
+    (6.0), reference_norm (2.0), reference_alignment (0.25), n_offline (default
+    128; 0 with setting="online"), behaviour ("reference").
 
     ## Defaults
     Chosen so that the problem is worth solving (seeds 0-3): J(pi*) - J(pi0) is
@@ -107,6 +99,8 @@ class LinearBTEnv(RLHFEnv):
     * v0: initial version.
     """
 
+    kind = "linear"
+
     def __init__(
         self,
         *,
@@ -115,6 +109,8 @@ class LinearBTEnv(RLHFEnv):
         eta: float = 1.0,
         seed: int | None = 0,
         feedback: str = "preference",
+        oracle: Any = "bt",
+        ledger: Any = None,
         n_prompts: int = 32,
         n_actions: int = 16,
         dim: int = 16,
@@ -123,33 +119,31 @@ class LinearBTEnv(RLHFEnv):
         reference_alignment: float = 0.25,
         n_offline: int | None = None,
         behaviour: str = "reference",
-        bt_temperature: float = 1.0,
-        deterministic_oracle: bool = False,
     ) -> None:
-        seed = check_seed(seed)
-        setting, budget = resolve_setting(setting, query_budget, default_budget=1024)
-        n, k, d = (_positive_int(name, v, lo) for name, v, lo in
-                   (("n_prompts", n_prompts, 1), ("n_actions", n_actions, 2), ("dim", dim, 1)))
-        eta = _positive_float("eta", eta)
-        theta_norm = _positive_float("theta_norm", theta_norm, allow_zero=True)
-        reference_norm = _positive_float("reference_norm", reference_norm, allow_zero=True)
-        if not (isinstance(reference_alignment, (int, float)) and -1 <= reference_alignment <= 1):
+        common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
+                                  feedback=feedback, oracle=oracle, ledger=ledger,
+                                  default_budget=1024)
+        n = check_positive_int("n_prompts", n_prompts)
+        k = check_positive_int("n_actions", n_actions, 2)
+        d = check_positive_int("dim", dim)
+        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True)
+        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True)
+        if isinstance(reference_alignment, bool) or not isinstance(
+                reference_alignment, (int, float)) or not -1 <= reference_alignment <= 1:
             raise InvalidArgumentError(
-                f"reference_alignment is a cosine in [-1, 1], got {reference_alignment!r}"
-            )
+                f"reference_alignment is a cosine in [-1, 1], got {reference_alignment!r}")
         if behaviour not in BEHAVIOURS:
             raise InvalidArgumentError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
         if n_offline is None:
-            n_offline = 0 if setting == "online" else 128
-        n_offline = _positive_int("n_offline", n_offline, 0)
-        if setting == "online" and n_offline:
+            n_offline = 0 if common.setting == "online" else 128
+        n_offline = check_positive_int("n_offline", n_offline, 0)
+        if common.setting == "online" and n_offline:
             raise InvalidArgumentError(
                 f"setting='online' has no offline data, but n_offline={n_offline}; "
-                "use setting='hybrid' for both"
-            )
+                "use setting='hybrid' for both")
 
         # ---- the instance, from the seed ---------------------------------------------------
-        rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0x11B7]))
+        rng = common.instance_rng(0x11B7)
         phi = rng.standard_normal((n, k, d))
         phi /= np.linalg.norm(phi, axis=-1, keepdims=True)  # ||phi(x, a)|| = 1
         u_theta = _unit(rng.standard_normal(d))
@@ -158,106 +152,54 @@ class LinearBTEnv(RLHFEnv):
         u_orth = _unit(u_orth - (u_orth @ u_theta) * u_theta) if d > 1 else u_theta
         rho = float(reference_alignment)
         w0 = reference_norm * (rho * u_theta + np.sqrt(max(0.0, 1 - rho**2)) * u_orth)
-        ref_logits = phi @ w0
-        self._ref_log_probs = ref_logits - _logsumexp(ref_logits)
-        self.features = phi
-        self.theta_star = theta
-        self._rewards = phi @ theta  # (N, K)
-        self.catalog = Catalog([f"prompt-{i}" for i in range(n)],
-                               [f"response-{j}" for j in range(k)])
-        self._candidates = frozenset(self.catalog.responses)
-        oracle = BradleyTerryOracle(self._reward_fn, temperature=bt_temperature,
-                                    deterministic=deterministic_oracle)
-        reference = TabularPolicy(self.catalog, torch.from_numpy(self._ref_log_probs))
-        self.behaviour = behaviour
+        log_ref = log_normalize(phi @ w0)
+        rewards = phi @ theta  # (N, K)
+        catalog = Catalog([f"prompt-{i}" for i in range(n)], [f"response-{j}" for j in range(k)])
+
+        def gold(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+            return rewards[catalog.prompt_ids(prompts), catalog.response_ids(responses)]
+
+        bound = common.bind_oracle(OracleContext(gold, name="LinearBT"))
+        behaviours = _behaviours(log_ref, rewards)
         offline = None
-        if setting != "online":
-            offline = self._offline_pairs(rng, oracle, n_offline, behaviour)
-        self._setup(
-            train_prompts=self.catalog.prompts,
-            eval_prompts=self.catalog.prompts,
-            reference=reference,
-            oracle=oracle,
-            eta=eta,
-            setting=setting,
-            query_budget=budget,
-            offline_dataset=offline,
-            feedback=feedback,
-            seed=seed,
-            response_space=Candidates(self.catalog.responses),
-            max_prompt_length=max(len(p) for p in self.catalog.prompts),
-        )
+        if common.setting != "online":
+            offline = _offline_pairs(rng, bound, catalog, behaviours[behaviour], n_offline)
+        instance = ProblemInstance(
+            kind="linear", common=common, oracle=bound, train_prompts=catalog.prompts,
+            eval_prompts=catalog.prompts, reference=TabularPolicy(catalog, torch.from_numpy(log_ref)),
+            offline_dataset=offline, response_space=Candidates(catalog.responses),
+            max_prompt_length=max(len(p) for p in catalog.prompts), catalog=catalog,
+            features=phi, name="LinearBT")
+        super().__init__(instance, Judge(instance, gold_reward=gold, oracle=bound,
+                                         reward_table=rewards, theta_star=theta,
+                                         behaviours=behaviours, behaviour=behaviour))
 
-    # -- the gold reward (privileged) ----------------------------------------------------------
-    def _reward_fn(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return self._rewards[self.catalog.prompt_ids(prompts), self.catalog.response_ids(responses)]
 
-    def gold_rewards(self) -> np.ndarray:
-        """r*(x, a) for every prompt and candidate, ``(N, K)``. Evaluation and tests only."""
-        return self._rewards.copy()
+def _behaviours(log_ref: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray]:
+    """The behaviour policies of the offline data, ``(N, K)`` probabilities each."""
+    pi0 = np.exp(log_ref)
+    k = pi0.shape[1]
+    low = np.argsort(rewards, axis=1)[:, : max(1, k // 2)]
+    narrow = np.zeros_like(pi0)
+    np.put_along_axis(narrow, low, 1.0 / low.shape[1], axis=1)
+    return {"reference": pi0, "uniform": np.full_like(pi0, 1.0 / k),
+            "narrow": 0.95 * narrow + 0.05 * pi0}
 
-    def reference_log_probs(self) -> np.ndarray:
-        """log pi0(a|x), ``(N, K)``."""
-        return self._ref_log_probs.copy()
 
-    def optimal_policy(self) -> TabularPolicy:
-        """The Gibbs policy pi* ∝ pi0 exp(r*/eta) (Xiong et al. 2024, Eq. (3)). Evaluation only."""
-        logits = self._ref_log_probs + self._rewards / self.eta
-        return TabularPolicy(self.catalog, torch.from_numpy(logits - _logsumexp(logits)))
-
-    def behaviour_probs(self, behaviour: str | None = None) -> np.ndarray:
-        """The offline behaviour policy, ``(N, K)`` probabilities."""
-        behaviour = behaviour or self.behaviour
-        pi0 = np.exp(self._ref_log_probs)
-        if behaviour == "reference":
-            return pi0
-        k = pi0.shape[1]
-        if behaviour == "uniform":
-            return np.full_like(pi0, 1.0 / k)
-        low = np.argsort(self._rewards, axis=1)[:, : max(1, k // 2)]
-        narrow = np.zeros_like(pi0)
-        np.put_along_axis(narrow, low, 1.0 / low.shape[1], axis=1)
-        return 0.95 * narrow + 0.05 * pi0
-
-    # -- validation ------------------------------------------------------------------------
-    def _validate_responses(self, prompts: Sequence[str], responses: Sequence[Any]) -> None:
-        super()._validate_responses(prompts, responses)
-        for p, r in zip(prompts, responses):
-            if r not in self._candidates:
-                raise InvalidActionError(
-                    f"response {r!r} is not one of the {len(self.catalog.responses)} candidates "
-                    f"of prompt {p!r}: valid are {self.catalog.responses[0]!r} ... "
-                    f"{self.catalog.responses[-1]!r}"
-                )
-
-    # -- offline data ------------------------------------------------------------------------
-    def _offline_pairs(
-        self, rng: np.random.Generator, oracle: BradleyTerryOracle, n_pairs: int, behaviour: str
-    ) -> Any:
-        import datasets  # heavy; only when an env has offline data
-
-        probs = self.behaviour_probs(behaviour)
-        n, k = probs.shape
-        x = np.floor(rng.random(n_pairs) * n).astype(np.int64)
-        a1 = np.array([rng.choice(k, p=probs[i]) for i in x], dtype=np.int64)
-        a2 = np.empty_like(a1)
-        for j, (i, first) in enumerate(zip(x, a1)):
-            p = probs[i].copy()
-            p[first] = 0.0  # a2 ~ behaviour(. | x, a2 != a1)
-            a2[j] = rng.choice(k, p=p / p.sum())
-        prompts = [self.catalog.prompts[i] for i in x]
-        r1 = [self.catalog.responses[j] for j in a1]
-        r2 = [self.catalog.responses[j] for j in a2]
-        y, _, _ = oracle.preferences(prompts, r1, r2, rng)
-        chosen = [u if yi else v for u, v, yi in zip(r1, r2, y)]
-        rejected = [v if yi else u for u, v, yi in zip(r1, r2, y)]
-        return datasets.Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected})
+def _offline_pairs(rng: np.random.Generator, oracle: Oracle, catalog: Catalog,
+                   probs: np.ndarray, n_pairs: int) -> Any:
+    """(x ~ d0; a1, a2 ~ behaviour(.|x) independently, a2 != a1), labelled by the oracle."""
+    n, k = probs.shape
+    x = np.floor(rng.random(n_pairs) * n).astype(np.int64)
+    a1 = np.array([rng.choice(k, p=probs[i]) for i in x], dtype=np.int64)
+    a2 = np.empty_like(a1)
+    for j, (i, first) in enumerate(zip(x, a1)):
+        p = probs[i].copy()
+        p[first] = 0.0  # a2 ~ behaviour(. | x, a2 != a1)
+        a2[j] = rng.choice(k, p=p / p.sum())
+    return label_pairs(oracle, [catalog.prompts[i] for i in x],
+                       [catalog.responses[j] for j in a1], [catalog.responses[j] for j in a2], rng)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
-
-
-def _logsumexp(z: np.ndarray) -> np.ndarray:
-    m = z.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))

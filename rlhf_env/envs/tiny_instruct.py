@@ -7,15 +7,17 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import torch
 
-from rlhf_env.core import RLHFEnv, check_seed, resolve_setting
+from rlhf_env.core import RLHFEnv
+from rlhf_env.data.pairs import sample_reference_pairs
 from rlhf_env.envs import tiny_tasks
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.oracles import BradleyTerryOracle
+from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_int, check_seed
+from rlhf_env.judging import Judge
+from rlhf_env.oracles import OracleContext
 from rlhf_env.spaces import UnicodeText
 
-__all__ = ["TinyInstructEnv", "SIZES"]
+__all__ = ["TinyInstructEnv", "SIZES", "gold_reward"]
 
 # model size presets: (model config, demonstrations, SFT steps, batch size, learning rate)
 SIZES: dict[str, dict[str, Any]] = {
@@ -63,15 +65,18 @@ class TinyInstructEnv(RLHFEnv):
 
     ## Arguments
     setting, query_budget (default 2048), eta (0.5), seed (prompt split,
-    offline pairs; default 0), feedback, model_seed (demonstrations and pi0;
+    offline pairs; default 0), feedback, oracle (default ``"bt"``), ledger,
+    model_seed (demonstrations and pi0;
     default 0), size (``"default"``: 4 layers x 128, 1000 SFT steps;
     ``"small"``: 2 x 64, 150 steps, for tests), n_train_prompts (1024),
     n_eval_prompts (128), n_offline (512; 0 online), max_new_tokens (16),
-    device, dtype, bt_temperature (1.0).
+    device, dtype.
 
     ## Version History
     * v0: initial version.
     """
+
+    kind = "sampled"
 
     def __init__(
         self,
@@ -81,6 +86,8 @@ class TinyInstructEnv(RLHFEnv):
         eta: float = 0.5,
         seed: int | None = 0,
         feedback: str = "preference",
+        oracle: Any = "bt",
+        ledger: Any = None,
         model_seed: int = 0,
         size: str = "default",
         n_train_prompts: int = 1024,
@@ -89,27 +96,29 @@ class TinyInstructEnv(RLHFEnv):
         max_new_tokens: int = 16,
         device: str | None = "cpu",
         dtype: str | None = None,
-        bt_temperature: float = 1.0,
     ) -> None:
-        from rlhf_env.lm.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
-
-        seed = check_seed(seed)
+        common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
+                                  feedback=feedback, oracle=oracle, ledger=ledger,
+                                  default_budget=2048)
         model_seed = check_seed(model_seed, "model_seed") or 0
-        setting, budget = resolve_setting(setting, query_budget, default_budget=2048)
         if size not in SIZES:
             raise InvalidArgumentError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-        for name, v in (("n_train_prompts", n_train_prompts), ("n_eval_prompts", n_eval_prompts),
-                        ("max_new_tokens", max_new_tokens)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int, got {v!r}")
+        n_train = check_positive_int("n_train_prompts", n_train_prompts)
+        n_eval = check_positive_int("n_eval_prompts", n_eval_prompts)
+        max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
         if n_offline is None:
-            n_offline = 0 if setting == "online" else 512
-        if setting == "online" and n_offline:
+            n_offline = 0 if common.setting == "online" else 512
+        n_offline = check_positive_int("n_offline", n_offline, 0)
+        if common.setting == "online" and n_offline:
             raise InvalidArgumentError(
-                f"setting='online' has no offline data, but n_offline={n_offline}"
-            )
+                f"setting='online' has no offline data, but n_offline={n_offline}")
+        from rlhf_env.policies.causal_lm import resolve_device, resolve_dtype
+
+        device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
 
         # ---- pi0: demonstrations of mixed quality, SFT, cached on disk ------------------------
+        from rlhf_env.lm.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
+
         preset = SIZES[size]
         cfg = TinyLMConfig(n_layer=preset["n_layer"], n_embd=preset["n_embd"], n_head=4,
                            n_positions=64, seed=model_seed)
@@ -121,31 +130,28 @@ class TinyInstructEnv(RLHFEnv):
                                 seed=model_seed)
         reference = load_tiny_lm(folder)
         reference.max_new_tokens = max_new_tokens
-        if device is not None or dtype is not None:
-            from rlhf_env.policies.causal_lm import _resolve_device, _resolve_dtype
-
-            reference.model.to(device=_resolve_device(device), dtype=_resolve_dtype(dtype))
+        reference.model.to(device=device, dtype=torch_dtype)
         self.pi0_folder = folder
-
-        # ---- prompts: train and held-out evaluation, disjoint -------------------------------
-        rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 0x7127]))
-        train, evals = _unique_prompts(rng, n_train_prompts, n_eval_prompts)
-        oracle = BradleyTerryOracle(self._reward_fn, temperature=bt_temperature)
-        reference.freeze()
-        offline = None
-        if setting != "online":
-            offline = _offline_pairs(reference, oracle, train, n_offline, rng)
-        self._setup(
-            train_prompts=train, eval_prompts=evals, reference=reference, oracle=oracle,
-            eta=eta, setting=setting, query_budget=budget, offline_dataset=offline,
-            feedback=feedback, seed=seed, response_space=UnicodeText(256),
-            max_prompt_length=64,
-        )
         self.model_config = asdict(cfg)
 
-    @staticmethod
-    def _reward_fn(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return np.array([tiny_tasks.gold_reward(p, r) for p, r in zip(prompts, responses)])
+        # ---- prompts: train and held-out evaluation, disjoint -------------------------------
+        rng = common.instance_rng(0x7127)
+        train, evals = _unique_prompts(rng, n_train, n_eval)
+        bound = common.bind_oracle(OracleContext(gold_reward, name="TinyInstruct"))
+        reference.freeze()
+        offline = None
+        if common.setting != "online":
+            offline = sample_reference_pairs(reference, bound, train, n_offline, rng)
+        instance = ProblemInstance(
+            kind="sampled", common=common, oracle=bound, train_prompts=train, eval_prompts=evals,
+            reference=reference, offline_dataset=offline, response_space=UnicodeText(256),
+            max_prompt_length=64, name="TinyInstruct")
+        super().__init__(instance, Judge(instance, gold_reward=gold_reward, oracle=bound))
+
+
+def gold_reward(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """r*(x, y) of TinyInstruct for a batch (:func:`tiny_tasks.gold_reward` per pair)."""
+    return np.array([tiny_tasks.gold_reward(p, r) for p, r in zip(prompts, responses)])
 
 
 def _unique_prompts(rng: np.random.Generator, n_train: int, n_eval: int) -> tuple[list, list]:
@@ -160,27 +166,3 @@ def _unique_prompts(rng: np.random.Generator, n_train: int, n_eval: int) -> tupl
             )
     prompts = list(seen)
     return prompts[:n_train], prompts[n_train:]
-
-
-def _offline_pairs(
-    reference: Any, oracle: BradleyTerryOracle, train: list[str], n_pairs: int,
-    rng: np.random.Generator,
-) -> Any:
-    import datasets
-
-    idx = np.floor(rng.random(n_pairs) * len(train)).astype(np.int64)
-    prompts = [train[i] for i in idx]
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    samples = reference.sample(prompts, n=4, generator=gen)
-    kept_p, r1, r2 = [], [], []
-    for p, cands in zip(prompts, samples):
-        first = cands[0]
-        other = next((c for c in cands[1:] if c != first), None)
-        if other is not None:
-            kept_p.append(p)
-            r1.append(first)
-            r2.append(other)
-    y, _, _ = oracle.preferences(kept_p, r1, r2, rng)
-    chosen = [a if yi else b for a, b, yi in zip(r1, r2, y)]
-    rejected = [b if yi else a for a, b, yi in zip(r1, r2, y)]
-    return datasets.Dataset.from_dict({"prompt": kept_p, "chosen": chosen, "rejected": rejected})

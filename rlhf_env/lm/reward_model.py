@@ -88,6 +88,13 @@ class RewardModel:
         model.eval()
         return model, tokenizer
 
+    def save(self, path: str | Path) -> Path:
+        """Write the model (safetensors) and its tokenizer to the folder ``path``."""
+        path = Path(path)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return path
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -1,6 +1,7 @@
-"""Policies: the interface and its implementations."""
+"""Policies: the interface, exact tables, language models, best-of-n, and the closed forms."""
 
-from rlhf_env.policies.base import Policy, load_policy, register_policy_class
+from rlhf_env.policies.base import Policy, is_registered, load_policy, register_policy_class
+from rlhf_env.policies.best_of_n import FiniteBestOfN, SampledBestOfN, best_of_n_policy
 from rlhf_env.policies.finite import Catalog, FinitePolicy, LogLinearPolicy, TabularPolicy
 
 
@@ -17,8 +18,12 @@ __all__ = [
     "Policy",
     "load_policy",
     "register_policy_class",
+    "is_registered",
     "Catalog",
     "FinitePolicy",
     "TabularPolicy",
     "LogLinearPolicy",
+    "FiniteBestOfN",
+    "SampledBestOfN",
+    "best_of_n_policy",
 ]

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_env.errors import DataError
 
-__all__ = ["Policy", "register_policy_class", "load_policy"]
+__all__ = ["Policy", "register_policy_class", "is_registered", "load_policy"]
 
 _POLICY_CLASSES: dict[str, type[Policy]] = {}
 WEIGHTS_NAME = "policy.safetensors"
@@ -31,6 +31,11 @@ def register_policy_class(cls: type[Policy]) -> type[Policy]:
     """Class decorator: make ``cls`` loadable by :func:`load_policy` (by class name only)."""
     _POLICY_CLASSES[cls.__name__] = cls
     return cls
+
+
+def is_registered(cls: type) -> bool:
+    """Whether :func:`load_policy` can rebuild instances of ``cls``."""
+    return _POLICY_CLASSES.get(cls.__name__) is cls
 
 
 class Policy(torch.nn.Module, ABC):
@@ -103,7 +108,7 @@ class Policy(torch.nn.Module, ABC):
         return policy
 
     @classmethod
-    def _load_dir(cls, path: Path, config: dict[str, Any]) -> Policy:
+    def load_folder(cls, path: Path, config: dict[str, Any]) -> Policy:
         """Rebuild from a folder written by :meth:`save` (overridden by LM policies)."""
         return cls.from_config(config, load_file(str(path / WEIGHTS_NAME)))
 
@@ -128,4 +133,4 @@ def load_policy(path: str | Path) -> Policy:
         raise DataError(
             f"{meta_file} names policy class {name!r}; known: {sorted(_POLICY_CLASSES)}"
         )
-    return _POLICY_CLASSES[name]._load_dir(path, meta.get("config", {}))
+    return _POLICY_CLASSES[name].load_folder(path, meta.get("config", {}))

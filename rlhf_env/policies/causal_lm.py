@@ -31,16 +31,16 @@ import torch
 from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
 
-__all__ = ["CausalLMPolicy"]
+__all__ = ["CausalLMPolicy", "load_causal_lm", "resolve_device", "resolve_dtype"]
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -116,8 +116,8 @@ class CausalLMPolicy(Policy):
             raise InvalidArgumentError("the tokenizer has no eos_token; set one before use")
         if not 0 < top_p <= 1:
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p!r}")
-        dev = _resolve_device(device) if device is not None else next(model.parameters()).device
-        model = model.to(device=dev, dtype=_resolve_dtype(dtype))
+        dev = resolve_device(device) if device is not None else next(model.parameters()).device
+        model = model.to(device=dev, dtype=resolve_dtype(dtype))
         self.model = model
         self.tokenizer = tokenizer
         self.eos_id = int(tokenizer.eos_token_id)
@@ -133,7 +133,7 @@ class CausalLMPolicy(Policy):
         self.truncated = 0  # sequences truncated to fit the context, for the record
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._lp_cache: dict[tuple[str, str], float] | None = None
+        self._lp_cache: dict[tuple[str, str], float] = {}
 
     # -- basics -------------------------------------------------------------------------
     @property
@@ -142,21 +142,22 @@ class CausalLMPolicy(Policy):
 
     def freeze(self) -> CausalLMPolicy:
         super().freeze()
-        self._lp_cache = {}  # frozen: log-probs never change, so remember them
+        self._lp_cache.clear()  # frozen from now on: log-probs never change, so remember them
         return self
 
-    def trainable_copy(self) -> CausalLMPolicy:
-        twin = super().trainable_copy()
-        twin._lp_cache = None  # log-probs change while training
-        return twin
+    @property
+    def frozen(self) -> bool:
+        """No parameter takes gradients and the model is in eval mode (log-probs are cached)."""
+        return not self.model.training and not any(p.requires_grad for p in self.parameters())
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` as this policy encodes prompts."""
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def _split(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
         """Token ids of (context, response + EOS), cut at the common prefix."""
-        p_ids = self._encode(prompt)
-        f_ids = self._encode(prompt + response)
+        p_ids = self.encode(prompt)
+        f_ids = self.encode(prompt + response)
         k = 0
         for a, b in zip(p_ids, f_ids):
             if a != b:
@@ -222,9 +223,7 @@ class CausalLMPolicy(Policy):
         return torch.cat(out)[inverse], torch.cat(lens)[inverse]
 
     def log_prob(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        if self._lp_cache is None or torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.parameters()
-        ):
+        if not self.frozen:
             return self.token_log_probs(prompts, responses)[0]
         keys = list(zip(prompts, responses))
         missing = list(dict.fromkeys(k for k in keys if k not in self._lp_cache))
@@ -278,7 +277,7 @@ class CausalLMPolicy(Policy):
         limit = max(1, self.max_length - max_new)
         enc = []
         for p in prompts:
-            ids = self._encode(p) or [self.bos_id]
+            ids = self.encode(p) or [self.bos_id]
             if len(ids) > limit:
                 self.truncated += 1
                 ids = ids[-limit:]
@@ -357,7 +356,7 @@ class CausalLMPolicy(Policy):
         return path
 
     @classmethod
-    def _load_dir(cls, path: Path, config: dict[str, Any]) -> CausalLMPolicy:
+    def load_folder(cls, path: Path, config: dict[str, Any]) -> CausalLMPolicy:
         return cls(str(path / "model"), **config)
 
     def load_weights(self, path: str | Path) -> CausalLMPolicy:
@@ -365,4 +364,5 @@ class CausalLMPolicy(Policy):
 
         state = load_file(str(Path(path) / "model" / "model.safetensors"))
         self.model.load_state_dict(state, strict=False)
+        self._lp_cache.clear()
         return self

@@ -15,7 +15,7 @@ import torch
 from rlhf_env.errors import InvalidActionError, InvalidArgumentError, closest
 from rlhf_env.policies.base import Policy, register_policy_class
 
-__all__ = ["Catalog", "FinitePolicy", "TabularPolicy", "LogLinearPolicy", "best_of_n_table"]
+__all__ = ["Catalog", "FinitePolicy", "TabularPolicy", "LogLinearPolicy"]
 
 
 class Catalog:
@@ -182,7 +182,8 @@ class LogLinearPolicy(FinitePolicy):
     ) -> None:
         super().__init__(catalog)
         base = torch.as_tensor(base_log_probs, dtype=torch.float64).clone()
-        phi = torch.as_tensor(features, dtype=torch.float64).clone()
+        phi = (features.detach().double().clone() if isinstance(features, torch.Tensor)
+               else torch.tensor(np.array(features, dtype=np.float64)))
         if tuple(base.shape) != catalog.shape or tuple(phi.shape[:2]) != catalog.shape:
             raise InvalidArgumentError(
                 f"base_log_probs {tuple(base.shape)} and features {tuple(phi.shape)} must "
@@ -208,26 +209,3 @@ class LogLinearPolicy(FinitePolicy):
     ) -> LogLinearPolicy:
         catalog = Catalog(config["prompts"], config["responses"])
         return cls(catalog, state["base_log_probs"], state["features"], state["w"])
-
-
-def best_of_n_table(probs: np.ndarray, rewards: np.ndarray, n: int) -> np.ndarray:
-    """The exact distribution of best-of-n sampling, one row per prompt.
-
-    Draw n responses from ``probs`` (rows sum to 1) and keep the one with the
-    highest reward (ties: the first drawn). With F(a) the mass of responses whose
-    reward is below a's and m the mass of a's tie group G, the kept response lies
-    in G with probability (F + m)^n - F^n, and is a in G with probability
-    proportional to probs(a). Returns an array shaped like ``probs``.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    r = np.asarray(rewards, dtype=np.float64)
-    out = np.zeros_like(p)
-    for x in range(p.shape[0]):
-        below = 0.0
-        for level in np.unique(r[x]):
-            g = r[x] == level
-            m = p[x, g].sum()
-            if m > 0:
-                out[x, g] = ((below + m) ** n - below**n) * p[x, g] / m
-            below += m
-    return out

@@ -26,7 +26,8 @@ whose optimum is pi0 e^{r/eta_k} when pi_{k-1} is exact; what earlier stages
 learned is kept. ``chain="pi0"`` trains each stage afresh from pi0 with beta =
 eta_k instead. On LinearBT with tabular policies the incremental chain beats
 one-step RSO (5 of 6 seeds at eta = 1) and the from-pi0 chain does not
-(benchmarks/README.md).
+(benchmarks/README.md). Each stage's pairs are checkpointed as the round's data
+and reused on resume.
 """
 
 from __future__ import annotations
@@ -36,13 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from agents.algorithms.dpo import DPOConfig, PreferenceAgent
 from agents.base import check, register_agent
-from agents.checkpoint import Checkpointer
-from agents.dpo import DPOConfig, PreferenceAgent
-from agents.reward_models import fit_reward_model
-from agents.trainer import PreferenceData
+from agents.data import PreferenceData
+from agents.reward_models import RewardModelConfig, fit_reward_model
 from rlhf_env.policies import Policy
 
 __all__ = ["statistical_rejection_sampling", "RSOConfig", "RSOAgent", "MultiStepRSOConfig",
@@ -73,46 +72,59 @@ def statistical_rejection_sampling(log_w: np.ndarray, n_accept: int, rng: np.ran
 
 @dataclasses.dataclass
 class RSOConfig(DPOConfig):
-    """N candidates per prompt, up to ``n_accepted`` accepted (n_accepted // 2 pairs)."""
+    """``n_candidates`` per prompt, up to ``n_accepted`` accepted (n_accepted // 2 pairs);
+    ``n_prompts`` (None: every distinct prompt of the offline data); ``rs_eta`` (the
+    target's temperature; None: the env's eta); ``reward_model`` (its settings);
+    ``labels``: "soft" (target P = sigmoid(r_c - r_r)) or "hard" (chosen = higher r, RSO)."""
 
     n_candidates: int = 16
     n_accepted: int = 4
-    n_prompts: int | None = None  # default: every distinct prompt of the offline data
-    rs_eta: float | None = None  # the target's temperature; default the env's eta
-    reward_model: str = "auto"
-    labels: str = "soft"  # "soft": target P = sigmoid(r_c - r_r); "hard": chosen = higher r (RSO)
+    n_prompts: int | None = None
+    rs_eta: float | None = None
+    reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    labels: str = "soft"
 
-    def validate(self, env: Any) -> None:
-        super().validate(env)
+    def check(self) -> None:
+        super().check()
         check(self.n_candidates >= 2, f"n_candidates must be >= 2, got {self.n_candidates!r}")
         check(2 <= self.n_accepted <= self.n_candidates,
               f"n_accepted must be in [2, n_candidates={self.n_candidates}], got {self.n_accepted!r}")
+        check(self.n_prompts is None or self.n_prompts >= 1, "n_prompts must be >= 1")
         check(self.rs_eta is None or self.rs_eta > 0, f"rs_eta must be > 0, got {self.rs_eta!r}")
         check(self.labels in ("hard", "soft"), f"labels must be 'hard' or 'soft', got {self.labels!r}")
         check(self.labels == "hard" or self.loss_type == "sigmoid",
               "labels='soft' needs loss_type='sigmoid' (soft labels are a cross-entropy)")
-        check(env.offline_dataset is not None and len(env.offline_dataset) > 0,
-              f"{type(self).__name__[:-6].lower()} fits its reward model on offline data: "
-              "make the env with setting='offline' or 'hybrid'")
+
+    def check_env(self, instance: Any) -> None:
+        super().check_env(instance)
+        self.reward_model.resolved_kind(instance)
 
 
-class _RejectionSamplingAgent(PreferenceAgent):
+class RejectionSamplingAgent(PreferenceAgent):
     """Shared machinery: the fitted RM, one rejection-sampling stage, labelling."""
 
-    def _setup_rm(self) -> None:
-        self.offline = PreferenceData.from_dataset(self.u.offline_dataset)
-        self.rm = fit_reward_model(self.u, self.offline, kind=self.config.reward_model,
+    def validate(self) -> None:
+        ds = self.instance.offline_dataset
+        check(ds is not None and len(ds) > 0,
+              f"{self.name} fits its reward model on offline data: make the env with "
+              "setting='offline' or 'hybrid'")
+
+    def setup(self) -> None:
+        offline = self.offline
+        self.rm = fit_reward_model(self.instance, offline, self.config.reward_model,
                                    seed=self.config.seed)
-        prompts = list(dict.fromkeys(self.offline.prompts))
+        prompts = list(dict.fromkeys(offline.prompts))
         n = self.config.n_prompts
         if n is not None:
             idx = np.random.default_rng(self.seed_for(4)).permutation(len(prompts))[:n]
             prompts = [prompts[i] for i in sorted(idx)]
         self.prompts = prompts
+        self.eta = self.config.rs_eta or self.instance.eta
+        self.acceptance_rate = float("nan")  # of the last stage sampled in this session
 
-    def _stage(self, proposal: Policy, eta_k: float, stage: int) -> tuple[PreferenceData, float]:
+    def stage(self, proposal: Policy, eta_k: float, stage: int) -> PreferenceData:
         """Sample, accept, pair and label for one target pi0 * exp(r / eta_k)."""
-        c, ref = self.config, self.u.reference
+        c, ref = self.config, self.instance.reference
         cands = proposal.sample(self.prompts, n=c.n_candidates, generator=self.generator(5, stage))
         flat_p = [p for p, row in zip(self.prompts, cands) for _ in row]
         flat_y = [y for row in cands for y in row]
@@ -138,41 +150,39 @@ class _RejectionSamplingAgent(PreferenceAgent):
                 win, lose = (a, b) if rr[a] > rr[b] else (b, a)
                 conf = [1.0 / (1.0 + np.exp(rr[lose] - rr[win]))] if soft else None
                 data.extend([p], [row[win]], [row[lose]], conf)
-        rate = accepted_total / max(1, proposals_total)
-        self.logger.log({"train/acceptance_rate": rate, "train/rs_pairs": len(data),
-                         "train/rs_eta": eta_k}, self.global_step)
-        return data, rate
+        self.acceptance_rate = accepted_total / max(1, proposals_total)
+        return data
 
 
 @register_agent("rso")
-class RSOAgent(_RejectionSamplingAgent):
+class RSOAgent(RejectionSamplingAgent):
     """RSO: rejection-sampled pairs from pi0 towards pi0 e^{r/eta}, labelled by a fitted RM."""
 
     Config = RSOConfig
     description = "statistical rejection sampling optimisation (Liu et al. 2023)"
 
-    def learn(self, callback: Any = None, resume_from: Any = None) -> RSOAgent:
-        self._setup_rm()
-        eta = self.config.rs_eta or self.u.eta
-        data, rate = self._stage(self.u.reference, eta, 0)
-        self.policy = self._new_policy()
-        result = self._train(self.policy, data, beta=self.config.beta or eta)
-        if callback is not None:
-            callback(self, {"iteration": 0, "acceptance_rate": rate, **result.final_metrics})
-        self.logger.close()
-        return self
+    def collect(self, t: int) -> PreferenceData:
+        return self.stage(self.instance.reference, self.eta, 0)
+
+    def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
+        assert new is not None
+        self.policy = self.new_policy()
+        self.train(self.policy, new, beta=self.config.beta or self.eta)
+        rate, self.acceptance_rate = self.acceptance_rate, float("nan")
+        return {"train/acceptance_rate": rate, "train/rs_pairs": len(new),
+                "train/rs_eta": self.eta}
 
 
 @dataclasses.dataclass
 class MultiStepRSOConfig(RSOConfig):
-    """``schedule``: eta_k / eta for each stage, decreasing, ending at 1.0 (eta_N = eta)."""
+    """``schedule``: eta_k / eta for each stage, decreasing, ending at 1.0 (eta_N = eta);
+    ``chain``: "incremental" (tilt pi_{k-1}) or "pi0" (each stage from pi0)."""
 
     schedule: tuple[float, ...] = (4.0, 2.0, 1.0)
-    chain: str = "incremental"  # "incremental": tilt pi_{k-1}; "pi0": each stage from pi0
-    checkpoint_dir: str | None = None
+    chain: str = "incremental"
 
-    def validate(self, env: Any) -> None:
-        super().validate(env)
+    def check(self) -> None:
+        super().check()
         s = tuple(self.schedule)
         check(len(s) >= 1 and all(a > b for a, b in zip(s, s[1:])) and abs(s[-1] - 1.0) < 1e-12,
               f"schedule must decrease strictly and end at 1.0 (eta_N = eta), got {s!r}")
@@ -181,55 +191,37 @@ class MultiStepRSOConfig(RSOConfig):
 
 
 @register_agent("multi_step_rso")
-class MultiStepRSOAgent(_RejectionSamplingAgent):
+class MultiStepRSOAgent(RejectionSamplingAgent):
     """Multi-step rejection sampling along the annealed chain pi0 -> ... -> pi0 e^{r/eta}."""
 
     Config = MultiStepRSOConfig
     description = "multi-step rejection sampling along an annealed chain (Xiong et al. 2024)"
 
-    def learn(self, callback: Any = None, resume_from: Any = None) -> MultiStepRSOAgent:
-        """Run the chain; with ``checkpoint_dir`` each stage's pairs and policy are saved, and
-        ``resume_from`` (that folder) continues after the last completed stage."""
-        self._setup_rm()
-        eta = self.config.rs_eta or self.u.eta
-        folder = resume_from or self.config.checkpoint_dir
-        ckpt = Checkpointer(folder) if folder else None
-        proposal: Policy = self.u.reference
-        prev_eta, start = float("inf"), 0
-        if resume_from is not None:
-            ckpt = Checkpointer.for_resume(resume_from)
-            start = ckpt.state()["completed"]
-            if start:
-                proposal = self.policy = ckpt.load_policy(start - 1).freeze()
-                prev_eta = self.config.schedule[start - 1] * eta
-        schedule = list(enumerate(self.config.schedule))[start:]
-        bar = tqdm(schedule, desc="multi_step_rso", disable=self.progress_disabled)
-        for k, mult in bar:
-            eta_k = mult * eta
-            saved = ckpt.load_pairs(k) if ckpt else None
-            if saved is not None:
-                data, rate = saved, float("nan")
-            else:
-                data, rate = self._stage(proposal, eta_k, k)
-                if ckpt is not None:
-                    ckpt.save_pairs(k, data)
-            if self.config.chain == "incremental" and k > 0:
-                # pi_k = pi_{k-1} * exp(r (1/eta_k - 1/eta_{k-1})): DPO from pi_{k-1} with
-                # pi_{k-1} as reference and beta = 1 / (1/eta_k - 1/eta_{k-1})
-                policy = proposal.trainable_copy()
-                beta_k = 1.0 / (1.0 / eta_k - 1.0 / prev_eta)
-                result = self._train(policy, data, beta=beta_k, seed_tag=k, reference=proposal)
-            else:
-                policy = self._new_policy()
-                result = self._train(policy, data, beta=eta_k, seed_tag=k)
-            prev_eta = eta_k
-            proposal = self.policy = policy.copy(frozen=True)
-            if ckpt is not None:
-                ckpt.complete(k, self.policy, global_step=self.global_step)
-            if callback is not None and callback(self, {"iteration": k, "eta_k": eta_k,
-                                                        "acceptance_rate": rate,
-                                                        **result.final_metrics}) is False:
-                break
-        bar.close()
-        self.logger.close()
-        return self
+    def n_rounds(self) -> int:
+        return len(self.config.schedule)
+
+    def setup(self) -> None:
+        super().setup()
+        k = self.start_round
+        self.proposal: Policy = self.instance.reference if k == 0 else self.policy.freeze()
+        self.prev_eta = float("inf") if k == 0 else self.config.schedule[k - 1] * self.eta
+
+    def collect(self, k: int) -> PreferenceData:
+        return self.stage(self.proposal, self.config.schedule[k] * self.eta, k)
+
+    def fit(self, k: int, new: PreferenceData | None) -> dict[str, float]:
+        assert new is not None
+        eta_k = self.config.schedule[k] * self.eta
+        if self.config.chain == "incremental" and k > 0:
+            # pi_k = pi_{k-1} * exp(r (1/eta_k - 1/eta_{k-1})): DPO from pi_{k-1} with
+            # pi_{k-1} as reference and beta = 1 / (1/eta_k - 1/eta_{k-1})
+            policy = self.proposal.trainable_copy()
+            beta_k = 1.0 / (1.0 / eta_k - 1.0 / self.prev_eta)
+            self.train(policy, new, beta=beta_k, seed_tag=k, reference=self.proposal)
+        else:
+            policy = self.new_policy()
+            self.train(policy, new, beta=eta_k, seed_tag=k)
+        self.prev_eta = eta_k
+        self.proposal = self.policy = policy.copy(frozen=True)
+        rate, self.acceptance_rate = self.acceptance_rate, float("nan")
+        return {"train/acceptance_rate": rate, "train/rs_pairs": len(new), "train/rs_eta": eta_k}

@@ -250,7 +250,7 @@ def make_lm_ppo(policy: Any, ref: Any, prompts: Sequence[str], *, kl_coef: float
     """
     c = config
     vocab = policy.model.get_output_embeddings().weight.shape[0]
-    envs = [TokenEnv(prompts, policy.tokenizer, lambda t: policy._encode(t) or [policy.bos_id],
+    envs = [TokenEnv(prompts, policy.tokenizer, lambda t: policy.encode(t) or [policy.bos_id],
                      policy.eos_id, vocab, c.max_new_tokens or policy.max_new_tokens,
                      c.max_prompt_tokens) for _ in range(c.n_envs)]
     venv = DummyVecEnv([(lambda e=e: e) for e in envs])

@@ -1,0 +1,144 @@
+"""Offline DPO (Rafailov et al. 2023) on the env's offline preference dataset.
+
+Reference implementation: TRL's ``DPOTrainer`` (hyperparameter names follow its
+``DPOConfig``). The policy starts at pi0, the reference is pi0 (fixed) and beta
+defaults to the env's eta: in the KL-regularized bandit DPO's beta is the KL
+coefficient (Xiong et al. 2024, §5) when the labels follow the BT model of r* at
+temperature 1 (a BT oracle at temperature T implies the reward r*/T, so then
+beta = eta/T). On a linear env the default policy class is log-linear,
+pi ∝ pi0 exp(<w, phi>); DPO is then exactly the BT maximum-likelihood fit of
+theta = eta * w, i.e. the Gibbs policy of the MLE reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from agents.base import AgentConfig, check, register_agent
+from agents.data import PreferenceData
+from agents.loop import Agent
+from agents.losses import LOSS_TYPES
+from agents.trainer import TrainResult, train_preferences
+from rlhf_env.policies import LogLinearPolicy, Policy, TabularPolicy
+
+__all__ = ["DPOConfig", "DPOAgent", "PreferenceAgent", "init_policy", "PARAMETRIZATIONS"]
+
+PARAMETRIZATIONS = ("auto", "loglinear", "tabular")
+
+
+def init_policy(instance: Any, parametrization: str = "auto") -> Policy:
+    """A trainable policy equal to pi0.
+
+    ``"loglinear"`` (linear envs: pi ∝ pi0 exp(<w, phi>), the class that holds the Gibbs
+    optimum), ``"tabular"`` (exact envs: free logits), or on sampled envs a trainable copy
+    of the reference model. ``"auto"`` picks log-linear where the env has features.
+    """
+    ref = instance.reference
+    if not instance.exact:
+        return ref.trainable_copy()
+    if parametrization == "auto":
+        parametrization = "loglinear" if instance.kind == "linear" else "tabular"
+    if parametrization == "loglinear":
+        check(instance.kind == "linear",
+              f"parametrization='loglinear' needs an env with features; {instance.name} is "
+              f"{instance.kind}")
+        return LogLinearPolicy(instance.catalog, ref.log_probs_table().detach(), instance.features)
+    return TabularPolicy.from_policy(ref)
+
+
+@dataclasses.dataclass
+class DPOConfig(AgentConfig):
+    """Hyperparameters shared by the DPO-style agents (TRL's names).
+
+    ``beta`` (None: the env's eta), ``loss_type`` (sigmoid, ipo, hinge),
+    ``label_smoothing`` (conservative DPO's eps), ``rpo_alpha`` (> 0 adds rpo_alpha times
+    the per-token NLL of the chosen response: RPO), ``learning_rate``, ``num_train_epochs``,
+    ``per_device_train_batch_size`` (None: the whole dataset in one batch),
+    ``gradient_accumulation_steps`` (an optimiser step sees per_device_train_batch_size x
+    gradient_accumulation_steps x processes pairs), ``max_grad_norm`` (None: no clipping),
+    ``weight_decay``, ``parametrization`` (exact envs: auto, loglinear or tabular).
+    """
+
+    beta: float | None = None
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    rpo_alpha: float = 0.0
+    learning_rate: float = 5e-4
+    num_train_epochs: int = 2
+    per_device_train_batch_size: int | None = 32
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 10.0
+    weight_decay: float = 0.0
+    parametrization: str = "auto"
+
+    ALIASES: ClassVar[dict[str, str]] = {"lr": "learning_rate", "epochs": "num_train_epochs",
+                                         "batch_size": "per_device_train_batch_size"}
+
+    def check(self) -> None:
+        super().check()
+        check(self.beta is None or self.beta > 0, f"beta must be > 0 (or None for eta), got {self.beta!r}")
+        check(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        check(0 <= self.label_smoothing < 0.5,
+              f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
+        check(self.label_smoothing == 0 or self.loss_type == "sigmoid",
+              "label_smoothing (conservative DPO) needs loss_type='sigmoid'")
+        check(self.num_train_epochs >= 1, f"num_train_epochs must be >= 1, got {self.num_train_epochs!r}")
+        check(self.per_device_train_batch_size is None or self.per_device_train_batch_size >= 1,
+              f"per_device_train_batch_size must be >= 1 (or None for the whole dataset), got "
+              f"{self.per_device_train_batch_size!r}")
+        check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        check(self.rpo_alpha >= 0, f"rpo_alpha must be >= 0, got {self.rpo_alpha!r}")
+        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm must be > 0")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check(self.parametrization in PARAMETRIZATIONS,
+              f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
+
+    def check_env(self, instance: Any) -> None:
+        check(self.parametrization != "loglinear" or instance.kind == "linear",
+              f"parametrization='loglinear' needs a linear env; {instance.name} is {instance.kind}")
+
+
+class PreferenceAgent(Agent):
+    """Base of the agents that train a policy with a preference loss."""
+
+    Config = DPOConfig
+
+    def train(self, policy: Any, data: PreferenceData, *, beta: float | None = None,
+              seed_tag: int = 0, log_prefix: str = "train/", reference: Any = None) -> TrainResult:
+        """Train ``policy`` on ``data`` with the configured loss; advances ``global_step``."""
+        c = self.config
+        result = train_preferences(
+            policy, reference or self.instance.reference, data,
+            beta=beta or c.beta or self.instance.eta, loss_type=c.loss_type,
+            label_smoothing=c.label_smoothing, rpo_alpha=c.rpo_alpha,
+            num_train_epochs=c.num_train_epochs,
+            per_device_train_batch_size=c.per_device_train_batch_size,
+            gradient_accumulation_steps=c.gradient_accumulation_steps,
+            learning_rate=c.learning_rate, weight_decay=c.weight_decay,
+            max_grad_norm=c.max_grad_norm, seed=self.seed_for(7, seed_tag), logger=self.logger,
+            step_offset=self.global_step, log_prefix=log_prefix, progress=c.progress)
+        self.global_step += result.steps
+        return result
+
+    def new_policy(self) -> Policy:
+        """A trainable policy equal to pi0, of the configured parametrization."""
+        return init_policy(self.instance, self.config.parametrization)
+
+
+@register_agent("dpo")
+class DPOAgent(PreferenceAgent):
+    """Offline DPO on the env's offline dataset; spends no queries."""
+
+    description = "offline DPO on the env's preference dataset (Rafailov et al. 2023)"
+
+    def validate(self) -> None:
+        ds = self.instance.offline_dataset
+        check(ds is not None and len(ds) > 0,
+              "dpo needs an offline dataset: make the env with setting='offline' or 'hybrid'")
+
+    def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
+        self.policy = self.new_policy()
+        result = self.train(self.policy, self.offline)
+        return {"train/dropped_ties": result.dropped_ties}

@@ -1,0 +1,232 @@
+"""The paper's theoretical algorithms on envs with known features (Xiong et al. 2024, ICML).
+
+For the linear BT bandit, r(x, a) = <theta, phi(x, a)>, every policy here is a
+Gibbs policy in closed form, pi_r(a|x) ∝ pi0(a|x) exp(r(x, a) / eta), the
+maximiser of E_pi[r] − eta·KL(pi || pi0) (Eq. (3)). theta is the ridge MLE of
+the BT likelihood (Eq. (5)) and Sigma = lambda·I + sum_i (phi(x_i, a_i^1) −
+phi(x_i, a_i^2))(...)^T the design matrix of the data (Eq. (6)).
+
+* ``mle_gibbs``: pi = Gibbs(r_MLE) on the offline data (no pessimism).
+* ``pessimistic_gibbs``: Algorithm 1 (offline) with a pointwise lower confidence
+  bound r_hat(x, a) = r_MLE(x, a) − beta·||phi(x, a) − nu(x)||_{Sigma^-1},
+  nu(x) = E_{a~pi0} phi(x, a), then pi = Gibbs(r_hat). (The paper's Option I
+  penalises the policy-level uncertainty ||E_{x}[phi(x, pi) − nu(x)]||; the
+  pointwise bound is its per-action form, which keeps the policy a Gibbs policy in
+  closed form.) beta is ``confidence_width``.
+* ``gshf_online``: Algorithm 2 (online, GSHF with batch exploration). For t = 1..T:
+  the main agent pi_t^1 = Gibbs(r_MLE of the data so far); the enhancer pi_t^2
+  maximises the relative uncertainty Gamma(pi') = beta·||E_x[phi(x, pi_t^1) −
+  phi(x, pi')]||_{Sigma^-1} subject to eta·E_x KL(pi' || pi_t^1) <= Gamma(pi')
+  (Eq. (9)); m pairs (a1 ~ pi_t^1, a2 ~ pi_t^2) are labelled through the env. The
+  output is the last iterate: the main agent Gibbs(r_MLE) of all the data (the paper's
+  guarantee is for the best iterate, which needs evaluations an agent cannot make). The enhancer is searched over the
+  family pi' ∝ pi_t^1 · exp(s·<u, phi>), u ± the eigenvectors of Sigma^-1 (the
+  directions the data know least), s on a geometric grid; pi_t^1 itself (Gamma 0)
+  is always feasible.
+* ``gshf_hybrid``: the same, starting from the offline data (Algorithm 3's setting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from agents.base import AgentConfig, check, register_agent
+from agents.collect import check_budget
+from agents.data import PreferenceData
+from agents.loop import Agent
+from agents.reward_models import LinearBTReward
+from rlhf_env.policies import TabularPolicy
+from rlhf_env.policies.closed_forms import gibbs_log_probs, kl_rows, log_normalize
+
+__all__ = ["TheoryConfig", "MLEGibbsAgent", "PessimisticGibbsAgent", "GSHFConfig",
+           "GSHFOnlineAgent", "GSHFHybridAgent", "enhancer_search", "uncertainty_bonus"]
+
+
+@dataclasses.dataclass
+class TheoryConfig(AgentConfig):
+    """``ridge``: lambda of the MLE and of Sigma; ``confidence_width``: beta, the width of
+    the confidence bound (``beta`` before version 0.2)."""
+
+    ridge: float = 0.1
+    confidence_width: float = 1.0
+
+    ALIASES: ClassVar[dict[str, str]] = {"beta": "confidence_width"}
+
+    def check(self) -> None:
+        super().check()
+        check(self.ridge > 0, f"ridge must be > 0, got {self.ridge!r}")
+        check(self.confidence_width >= 0,
+              f"confidence_width must be >= 0, got {self.confidence_width!r}")
+
+
+def uncertainty_bonus(phi: np.ndarray, log_ref: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """||phi(x, a) − nu(x)||_{Sigma^-1} for every (x, a), nu(x) = E_{pi0} phi(x, .); ``(N, K)``."""
+    nu = np.einsum("nk,nkd->nd", np.exp(log_ref), phi)
+    diff = phi - nu[:, None, :]
+    inv = np.linalg.inv(sigma)
+    return np.sqrt(np.maximum(np.einsum("nkd,de,nke->nk", diff, inv, diff), 0.0))
+
+
+class TheoryAgent(Agent):
+    """Agents in closed form on a linear env: Gibbs policies of a fitted linear reward."""
+
+    Config = TheoryConfig
+
+    def validate(self) -> None:
+        check(self.instance.kind == "linear",
+              f"{self.name} needs an env with known features phi(x, a) (a linear env such as "
+              f"LinearBT-v0); {self.instance.name} is {self.instance.kind}")
+        self.log_ref = self.instance.reference.log_probs_table().detach().double().numpy()
+        self.phi = np.asarray(self.instance.features, dtype=np.float64)  # (N, K, d)
+
+    def gibbs(self, reward: np.ndarray) -> TabularPolicy:
+        """The Gibbs policy pi0 exp(reward / eta), normalised (Eq. (3))."""
+        return TabularPolicy(self.instance.catalog, torch.from_numpy(
+            gibbs_log_probs(self.log_ref, reward, self.instance.eta)))
+
+    def fit_reward(self, data: PreferenceData) -> LinearBTReward:
+        return LinearBTReward(self.instance, data.without_ties()[0], ridge=self.config.ridge)
+
+
+class OfflineTheoryAgent(TheoryAgent):
+    def validate(self) -> None:
+        super().validate()
+        ds = self.instance.offline_dataset
+        check(ds is not None and len(ds) > 0,
+              f"{self.name} needs an offline dataset (setting='offline' or 'hybrid')")
+
+    def reward_estimate(self, rm: LinearBTReward) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
+        data = self.offline
+        self.policy = self.gibbs(self.reward_estimate(self.fit_reward(data)))
+        self.global_step += 1
+        return {"train/offline_pairs": len(data)}
+
+
+@register_agent("mle_gibbs")
+class MLEGibbsAgent(OfflineTheoryAgent):
+    """Gibbs policy of the BT maximum-likelihood reward on the offline data (no pessimism)."""
+
+    description = "Gibbs policy of the offline BT MLE, closed form (Xiong et al. 2024, Eq. (5))"
+
+    def reward_estimate(self, rm: LinearBTReward) -> np.ndarray:
+        return rm.table()
+
+
+@register_agent("pessimistic_gibbs")
+class PessimisticGibbsAgent(OfflineTheoryAgent):
+    """Algorithm 1 with a pointwise lower confidence bound: Gibbs policy of the LCB."""
+
+    description = "offline pessimism: Gibbs policy of r_MLE − beta·||phi − nu||_{Σ^-1} (Alg. 1)"
+
+    def reward_estimate(self, rm: LinearBTReward) -> np.ndarray:
+        return rm.table() - self.config.confidence_width * uncertainty_bonus(
+            self.phi, self.log_ref, rm.sigma)
+
+
+def enhancer_search(log_pi1: np.ndarray, phi: np.ndarray, sigma: np.ndarray, eta: float,
+                    beta: float, scales: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The enhancer of Eq. (9) over the family pi' ∝ pi1·exp(s·<u, phi>) (module docstring).
+
+    Returns ``(log pi', Gamma(pi'), E_x KL(pi' || pi1))``, with pi' = pi1 when no member of
+    the family is feasible. Expectations over x are uniform over the table's prompts.
+    """
+    inv = np.linalg.inv(sigma)
+    _, vecs = np.linalg.eigh(inv)
+    pi1 = np.exp(log_pi1)
+    mean1 = np.einsum("nk,nkd->d", pi1, phi) / len(pi1)  # E_x phi(x, pi1)
+    best = (log_pi1, 0.0, 0.0)
+    for u in np.concatenate([vecs.T, -vecs.T]):
+        proj = phi @ u  # (N, K)
+        for s in scales:
+            logq = log_normalize(log_pi1 + s * proj)
+            q = np.exp(logq)
+            g = mean1 - np.einsum("nk,nkd->d", q, phi) / len(q)
+            gamma = beta * float(np.sqrt(max(g @ inv @ g, 0.0)))
+            kl = float(np.mean(kl_rows(q, logq, log_pi1)))
+            if eta * kl <= gamma and gamma > best[1]:
+                best = (logq, gamma, kl)
+    return best
+
+
+@dataclasses.dataclass
+class GSHFConfig(TheoryConfig):
+    """T ``iterations`` of m ``prompts_per_iteration`` queries (None: the query budget
+    divided by T); ``use_offline``: start from the offline data (hybrid); ``n_scales``: the
+    grid of the enhancer search."""
+
+    iterations: int = 8
+    prompts_per_iteration: int | None = None
+    use_offline: bool = False
+    n_scales: int = 12
+
+    def check(self) -> None:
+        super().check()
+        check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations!r}")
+        m = self.prompts_per_iteration
+        check(m is None or m >= 1, f"prompts_per_iteration must be >= 1, got {m!r}")
+        check(self.n_scales >= 1, f"n_scales must be >= 1, got {self.n_scales!r}")
+
+    def per_round(self, instance: Any) -> int:
+        return self.prompts_per_iteration or instance.query_budget // self.iterations
+
+    def check_env(self, instance: Any) -> None:
+        check_budget("gshf", self.iterations, self.per_round(instance), instance)
+
+
+@register_agent("gshf_online")
+class GSHFOnlineAgent(TheoryAgent):
+    """Algorithm 2: online GSHF with a main agent and an uncertainty-seeking enhancer."""
+
+    Config = GSHFConfig
+    description = "online GSHF: Gibbs(MLE) vs the max-uncertainty enhancer (Alg. 2)"
+    default_use_offline = False
+
+    def n_rounds(self) -> int:
+        return self.config.iterations
+
+    def setup(self) -> None:
+        self.m = self.config.per_round(self.instance)
+        self.scales = np.geomspace(0.1, 20.0, self.config.n_scales)
+        self.enhancer_stats = (float("nan"), float("nan"))
+
+    def all_data(self) -> PreferenceData:
+        use = self.config.use_offline or self.default_use_offline
+        return (self.offline if use else PreferenceData()) + self.data
+
+    def collect(self, t: int) -> PreferenceData:
+        c, eta = self.config, self.instance.eta
+        rm = self.fit_reward(self.all_data())
+        log_pi1 = gibbs_log_probs(self.log_ref, rm.table(), eta)
+        log_pi2, gamma, kl = enhancer_search(log_pi1, self.phi, rm.sigma, eta,
+                                             c.confidence_width, self.scales)
+        self.enhancer_stats = (gamma, kl)
+        gen = self.generator(2, t)
+        pi1 = TabularPolicy(self.instance.catalog, torch.from_numpy(log_pi1))
+        pi2 = TabularPolicy(self.instance.catalog, torch.from_numpy(log_pi2))
+
+        def propose(prompts: list[str]) -> tuple[list[str], list[str]]:
+            return ([r[0] for r in pi1.sample(prompts, n=1, generator=gen)],
+                    [r[0] for r in pi2.sample(prompts, n=1, generator=gen)])
+
+        return self.collector.pairs(self.m, self.seed_for(1, t), propose)
+
+    def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
+        self.policy = self.gibbs(self.fit_reward(self.all_data()).table())
+        self.global_step += 1
+        (gamma, kl), self.enhancer_stats = self.enhancer_stats, (float("nan"), float("nan"))
+        return {"train/enhancer_uncertainty": gamma, "train/enhancer_kl": kl}
+
+
+@register_agent("gshf_hybrid")
+class GSHFHybridAgent(GSHFOnlineAgent):
+    """GSHF starting from the offline data (the hybrid setting)."""
+
+    description = "hybrid GSHF: online exploration on top of the offline data"
+    default_use_offline = True

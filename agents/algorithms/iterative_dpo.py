@@ -1,0 +1,168 @@
+"""Online iterative DPO with an exploring enhancer (Xiong et al. 2024, §5, Algorithm 2).
+
+Reference implementation: RLHFlow's Online-RLHF recipe (Dong et al. 2024).
+
+For t = 0..T-1, over m prompts drawn by the env:
+
+1. the main agent pi_t samples a1; the enhancer samples a2 (``reference``: pi0;
+   ``temperature``: pi_t at a higher temperature; ``rejection_sampling``: n
+   samples from pi_t, the best and the worst by the agent's own reward
+   estimate, either DPO's implicit reward beta * log(pi_t / pi0) or a BT reward
+   model fitted on the data so far);
+2. the m pairs are labelled by one batched vector-env step (m queries);
+3. the data accumulate (the hybrid setting starts from the offline data);
+4. pi_{t+1} is trained by DPO with the reference fixed at pi0: from pi0 on all
+   data (the paper), or warm-started from pi_t (RLHFlow), ``warm_start``.
+
+The budget is spent exactly: T * m queries. Pairs with identical responses
+are queried (the count is kept exact) but carry no preference and are not fed
+to the loss. Resume (``learn(resume_from=checkpoint_dir)``) is the base loop's:
+each round's pairs are written as soon as they are paid for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.algorithms.dpo import DPOConfig, PreferenceAgent
+from agents.base import check, register_agent
+from agents.collect import check_budget
+from agents.data import PreferenceData
+from agents.reward_models import RewardModelConfig, fit_reward_model
+
+__all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS"]
+
+ENHANCERS = ("reference", "temperature", "rejection_sampling")
+
+
+@dataclasses.dataclass
+class IterativeDPOConfig(DPOConfig):
+    """T ``iterations`` of m ``prompts_per_iteration`` (None: the query budget divided by T);
+    ``enhancer`` and its ``enhancer_temperature`` / ``n_samples``; ``rs_reward`` (implicit
+    or reward_model, with ``reward_model`` its settings); ``warm_start``; ``use_offline``."""
+
+    iterations: int = 4
+    prompts_per_iteration: int | None = None
+    enhancer: str = "rejection_sampling"
+    enhancer_temperature: float = 1.5
+    n_samples: int = 8
+    rs_reward: str = "implicit"
+    reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    warm_start: bool = False
+    use_offline: bool = True
+
+    def check(self) -> None:
+        super().check()
+        check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations!r}")
+        check(self.enhancer in ENHANCERS, f"enhancer must be one of {ENHANCERS}, got {self.enhancer!r}")
+        check(self.rs_reward in ("implicit", "reward_model"),
+              f"rs_reward must be 'implicit' or 'reward_model', got {self.rs_reward!r}")
+        check(self.n_samples >= 2, f"n_samples must be >= 2, got {self.n_samples!r}")
+        check(self.enhancer_temperature > 0, "enhancer_temperature must be > 0")
+        m = self.prompts_per_iteration
+        check(m is None or m >= 1, f"prompts_per_iteration must be >= 1, got {m!r}")
+
+    def per_round(self, instance: Any) -> int:
+        """m: ``prompts_per_iteration``, or the query budget divided by the iterations."""
+        return self.prompts_per_iteration or instance.query_budget // self.iterations
+
+    def check_env(self, instance: Any) -> None:
+        super().check_env(instance)
+        check_budget("iterative_dpo", self.iterations, self.per_round(instance), instance)
+        self.reward_model.resolved_kind(instance)
+
+
+@register_agent("iterative_dpo")
+class IterativeDPOAgent(PreferenceAgent):
+    """Online / hybrid iterative DPO with a main agent and an enhancer."""
+
+    Config = IterativeDPOConfig
+    description = "online iterative DPO with a rejection-sampling enhancer (Xiong et al. 2024)"
+
+    def n_rounds(self) -> int:
+        return self.config.iterations
+
+    def setup(self) -> None:
+        self.m = self.config.per_round(self.instance)
+        self.estimates: dict[int, Any] = {}
+        if self.start_round == 0:
+            self.policy = self.new_policy()
+        else:
+            self.policy = self.policy.trainable_copy()  # resumed: continue from pi_t
+
+    def all_data(self) -> PreferenceData:
+        offline = self.offline if self.config.use_offline else PreferenceData()
+        return offline + self.data
+
+    # -- one round ------------------------------------------------------------------------------
+    def collect(self, t: int) -> PreferenceData:
+        gen = self.generator(2, t)
+        return self.collector.pairs(self.m, self.seed_for(1, t),
+                                    lambda prompts: self.propose(prompts, gen, t))
+
+    def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
+        assert new is not None
+        agreement = self.agreement(new, t)  # the estimate before this round's training
+        self.policy = self.policy if self.config.warm_start else self.new_policy()
+        self.train(self.policy, self.all_data(), seed_tag=t)
+        return {"oracle/preference_agreement": agreement,
+                "oracle/identical_pairs": float(new.identical()),
+                "oracle/queries_paid_by_agent": float(self.collector.spent)}
+
+    # -- the main agent and the enhancer ------------------------------------------------------
+    def implicit_reward(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """beta * log(pi_t / pi0): DPO's implicit reward of the current policy."""
+        with torch.no_grad():
+            lr = (self.policy.log_prob(prompts, responses)
+                  - self.instance.reference.log_prob(prompts, responses))
+        return (self.config.beta or self.instance.eta) * lr.double().cpu().numpy()
+
+    def estimate(self, t: int) -> Any:
+        """Round ``t``'s reward estimate that ranks samples: the implicit reward of pi_t, or a
+        BT RM fitted on the data before the round (fitted once per round)."""
+        c = self.config
+        if c.rs_reward == "reward_model" and c.enhancer == "rejection_sampling":
+            if t not in self.estimates:
+                rm = fit_reward_model(self.instance, self.all_data(), c.reward_model, seed=c.seed)
+                self.estimates = {t: lambda p, r: np.asarray(rm(p, r))}
+            return self.estimates[t]
+        return self.implicit_reward
+
+    def agreement(self, new: PreferenceData, t: int) -> float:
+        """How often round ``t``'s estimate ranks a labelled pair as the oracle did (ties 1/2)."""
+        pairs = [(p, c, r) for p, c, r in zip(new.prompts, new.chosen, new.rejected) if c != r]
+        if not pairs:
+            return float("nan")
+        reward = self.estimate(t)
+        ps = [p for p, _, _ in pairs]
+        ec, er = reward(ps, [c for _, c, _ in pairs]), reward(ps, [r for _, _, r in pairs])
+        return float(np.mean(np.where(ec > er, 1.0, np.where(ec == er, 0.5, 0.0))))
+
+    def propose(self, prompts: list[str], gen: torch.Generator, t: int
+                ) -> tuple[list[str], list[str]]:
+        """(a1 from the main agent, a2 from the enhancer) for each prompt."""
+        c, pi_t, ref = self.config, self.policy, self.instance.reference
+        if c.enhancer == "rejection_sampling":
+            reward = self.estimate(t)
+            samples = pi_t.sample(prompts, n=c.n_samples, generator=gen)
+            flat_p = [p for p, row in zip(prompts, samples) for _ in row]
+            scores = reward(flat_p, [y for row in samples for y in row]).reshape(len(prompts), -1)
+            a1, a2 = [], []
+            for row, s in zip(samples, scores):
+                best = int(np.argmax(s))
+                distinct = [j for j in range(len(row)) if row[j] != row[best]]
+                worst = distinct[int(np.argmin(s[distinct]))] if distinct else best
+                a1.append(row[best])
+                a2.append(row[worst])
+            return a1, a2
+        a1 = [r[0] for r in pi_t.sample(prompts, n=1, generator=gen)]
+        if c.enhancer == "reference":
+            a2 = [r[0] for r in ref.sample(prompts, n=1, generator=gen)]
+        else:
+            a2 = [r[0] for r in pi_t.sample(prompts, n=1, temperature=c.enhancer_temperature,
+                                            generator=gen)]
+        return a1, a2

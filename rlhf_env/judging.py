@@ -1,0 +1,125 @@
+"""The judge: the privileged side of a problem instance.
+
+The gold reward r*, the hidden parameters (theta* of a linear env), the
+optimal policy, the behaviour policies that made the offline data, and the
+training oracle without the ledger. Evaluation, tests, benchmarks and
+analysis code ask for it explicitly::
+
+    j = rlhf_env.judge(env)          # env, env.unwrapped, a vector env or the instance
+    j.gold_rewards(prompts, responses)
+    j.optimal_policy()               # exact envs
+    j.theta_star                     # linear envs
+
+The env an agent holds (``env``, ``env.unwrapped``, the vector env) exposes
+none of this, and nothing under ``agents/`` imports this module (a test walks
+their imports). Python cannot stop a determined cheat; this stops accidents and
+makes any reach visible in review.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
+from rlhf_env.instance import ProblemInstance
+from rlhf_env.oracles import Oracle, RewardFn
+from rlhf_env.oracles.base import finite_rewards
+from rlhf_env.policies import TabularPolicy
+from rlhf_env.policies.closed_forms import gibbs_log_probs
+
+__all__ = ["Judge", "judge", "attach", "instance_of"]
+
+_JUDGES: weakref.WeakKeyDictionary[ProblemInstance, Judge] = weakref.WeakKeyDictionary()
+
+
+class Judge:
+    """What evaluation knows about an instance and agents do not.
+
+    Args:
+        instance: the problem instance judged.
+        gold_reward: r*(prompts, responses) -> float array, the clean gold reward.
+        oracle: the training oracle (bound), for analysis without the ledger.
+        reward_table: r* for every prompt and candidate, ``(N, K)`` (exact kinds).
+        theta_star: the hidden reward parameter (linear kind).
+        behaviours: name -> ``(N, K)`` behaviour policies of the offline data (exact kinds).
+        behaviour: the name of the behaviour that made this instance's offline data.
+    """
+
+    def __init__(self, instance: ProblemInstance, *, gold_reward: RewardFn, oracle: Oracle,
+                 reward_table: np.ndarray | None = None, theta_star: np.ndarray | None = None,
+                 behaviours: dict[str, np.ndarray] | None = None,
+                 behaviour: str | None = None) -> None:
+        self.instance = instance
+        self._gold = gold_reward
+        self.oracle = oracle
+        self._table = None if reward_table is None else np.asarray(reward_table, np.float64)
+        self._theta = None if theta_star is None else np.asarray(theta_star, np.float64)
+        self._behaviours = dict(behaviours or {})
+        self.behaviour = behaviour
+
+    def gold_rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """r*(x, a) for each pair, float64 ``(n,)``, outside the budget."""
+        return finite_rewards(self._gold, prompts, responses)
+
+    def reward_table(self) -> np.ndarray:
+        """r*(x, a) for every prompt and candidate, ``(N, K)`` (a copy; exact kinds)."""
+        if self._table is None:
+            raise InvalidArgumentError(
+                f"{self.instance.name} is a {self.instance.kind} env: it has no reward table")
+        return self._table.copy()
+
+    def optimal_policy(self) -> TabularPolicy:
+        """The Gibbs policy pi* ∝ pi0 exp(r*/eta) (Xiong et al. 2024, Eq. (3)); exact kinds."""
+        inst = self.instance
+        log_ref = inst.reference.log_probs_table().detach().double().cpu().numpy()
+        logp = gibbs_log_probs(log_ref, self.reward_table(), inst.eta)
+        return TabularPolicy(inst.catalog, torch.from_numpy(logp))
+
+    @property
+    def theta_star(self) -> np.ndarray:
+        """The hidden parameter of the linear reward r* = <theta*, phi> (a copy)."""
+        if self._theta is None:
+            raise InvalidArgumentError(f"{self.instance.name} is not a linear env: no theta*")
+        return self._theta.copy()
+
+    def behaviour_probs(self, name: str | None = None) -> np.ndarray:
+        """A behaviour policy of the offline data, ``(N, K)`` probabilities (default: the
+        one that made this instance's data)."""
+        name = name or self.behaviour
+        if name not in self._behaviours:
+            raise InvalidArgumentError(
+                f"no behaviour {name!r} on {self.instance.name}; known: {sorted(self._behaviours)}")
+        return self._behaviours[name].copy()
+
+
+def attach(instance: ProblemInstance, judge: Judge) -> None:
+    """Record the judge of ``instance`` (once, when the env is made)."""
+    if instance in _JUDGES:
+        raise RLHFEnvError(f"{instance.name} already has a judge")
+    if judge.instance is not instance:
+        raise RLHFEnvError("the judge belongs to another instance")
+    _JUDGES[instance] = judge
+
+
+def instance_of(env: Any) -> ProblemInstance:
+    """The problem instance behind an env, ``env.unwrapped``, a vector env or an instance."""
+    if isinstance(env, ProblemInstance):
+        return env
+    inst = getattr(getattr(env, "unwrapped", env), "instance", None)
+    if not isinstance(inst, ProblemInstance):
+        raise InvalidArgumentError(
+            f"{type(env).__name__} is not an rlhf_env environment (made by rlhf_env.make)")
+    return inst
+
+
+def judge(env: Any) -> Judge:
+    """The :class:`Judge` of the instance behind ``env`` (evaluation and analysis only)."""
+    inst = instance_of(env)
+    if inst not in _JUDGES:
+        raise RLHFEnvError(f"{inst.name} has no judge (it was not made by an rlhf_env env)")
+    return _JUDGES[inst]
