@@ -1,24 +1,34 @@
-"""Per-iteration checkpoints: labelled pairs as soon as they exist, the policy after training.
+"""Per-round checkpoints: labelled pairs as soon as they exist, the policy after training.
 
 Layout of a checkpoint folder::
 
-    state.json                 {"completed": k, ...}: iterations fully done (trained and saved)
-    iter_000/pairs.parquet     the iteration's labelled pairs (written before training)
-    iter_000/policy/           the policy after the iteration (safetensors + JSON)
+    state.json                 {"completed": k, ...}: rounds fully done (trained and saved)
+    iter_000/pairs.parquet     the round's labelled pairs (written before training)
+    iter_000/pairs.parquet.sha256
+    iter_000/policy/           the policy after the round (safetensors + JSON + MANIFEST.json)
 
-``state.json`` is replaced atomically after an iteration's policy is saved, so
-an interruption at any point leaves either the previous state or the new one;
-pairs already written are reused on resume rather than paid for again.
+Every file is written atomically and carries a SHA-256 digest that is checked when it
+is read back: an interruption at any point leaves either the previous state or the
+new one, and an altered file raises :class:`~rlhf_env.errors.DataError` naming it
+instead of being resumed. Pairs already written are reused on resume rather than paid
+for again.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from agents.data import PreferenceData
-from rlhf_env.errors import InvalidArgumentError
+from agents.files import (
+    read_json,
+    read_pairs,
+    verify_manifest,
+    write_json,
+    write_manifest,
+    write_pairs,
+)
+from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.policies import Policy, load_policy
 
 __all__ = ["Checkpointer"]
@@ -31,44 +41,43 @@ class Checkpointer:
     def _dir(self, t: int) -> Path:
         return self.folder / f"iter_{t:03d}"
 
+    def _hint(self, t: int) -> str:
+        return (f"Delete {self._dir(t)} to redo round {t} (a zoo run answers its paid labels "
+                "again from the run's ledger), or start again with --overwrite.")
+
     def state(self) -> dict[str, Any]:
         """The saved state (``{"completed": 0}`` when there is none)."""
         f = self.folder / "state.json"
-        return json.loads(f.read_text()) if f.is_file() else {"completed": 0}
+        if not f.is_file():
+            return {"completed": 0}
+        state = read_json(f, f"Delete {f} to start the rounds again, or --overwrite.")
+        if not isinstance(state, dict) or not isinstance(state.get("completed"), int):
+            raise DataError(f"{f} is not a checkpoint state: {state!r:.120}")
+        return state
 
     def load_pairs(self, t: int) -> PreferenceData | None:
+        """Round ``t``'s pairs, or None if they were never written."""
         f = self._dir(t) / "pairs.parquet"
         if not f.is_file():
             return None
-        import datasets
-
-        return PreferenceData.from_dataset(datasets.Dataset.from_parquet(str(f)))
+        return read_pairs(f, self._hint(t))
 
     def save_pairs(self, t: int, data: PreferenceData) -> None:
         self._dir(t).mkdir(parents=True, exist_ok=True)
-        tmp = self._dir(t) / "pairs.parquet.tmp"
-        import datasets as ds_tqdm
-
-        was_disabled = ds_tqdm.are_progress_bars_disabled()
-        ds_tqdm.disable_progress_bars()  # one bar per file would drown the agent's own bar
-        try:
-            data.to_dataset().to_parquet(str(tmp))
-        finally:
-            if not was_disabled:
-                ds_tqdm.enable_progress_bars()
-        tmp.replace(self._dir(t) / "pairs.parquet")
+        write_pairs(self._dir(t) / "pairs.parquet", data)
 
     def load_policy(self, t: int) -> Policy:
-        policy = load_policy(self._dir(t) / "policy")
-        return policy
+        folder = self._dir(t) / "policy"
+        verify_manifest(folder, self._hint(t))
+        return load_policy(folder)
 
     def complete(self, t: int, policy: Policy, **state: Any) -> None:
-        """Save iteration ``t``'s policy, then record it (and ``state``) as completed."""
-        policy.save(self._dir(t) / "policy")
+        """Save round ``t``'s policy, then record it (and ``state``) as completed."""
+        folder = self._dir(t) / "policy"
+        policy.save(folder)
+        write_manifest(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps({"completed": t + 1, **state}))
-        tmp.replace(self.folder / "state.json")
+        write_json(self.folder / "state.json", {"completed": t + 1, **state})
 
     @classmethod
     def for_resume(cls, folder: str | Path) -> Checkpointer:

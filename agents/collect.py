@@ -66,7 +66,7 @@ class Collector:
 def check_budget(agent: str, rounds: int, per_round: int, instance: Any) -> None:
     """Refuse (before anything is paid) a plan of ``rounds`` x ``per_round`` labels that the
     env's budget cannot pay for."""
-    need, left = rounds * per_round, instance.queries_left
+    need, left = rounds * per_round, instance.ledger.available
     if per_round < 1 or need > left:
         raise InvalidArgumentError(
             f"{agent} plans {rounds} rounds x {per_round} labels = {need} queries, but "

@@ -127,10 +127,8 @@ class CommonArgs:
         elif not isinstance(ledger, QueryLedger):
             raise InvalidArgumentError(
                 f"ledger must be a rlhf_env.oracles.QueryLedger, got {type(ledger).__name__}")
-        elif ledger.budget != budget:
-            raise InvalidArgumentError(
-                f"the ledger's budget is {ledger.budget} but the env's is {budget} "
-                f"(setting={setting!r}, query_budget={query_budget!r})")
+        else:
+            ledger.bind_budget(budget)
         return cls(setting, budget, check_positive_float("eta", eta), check_seed(seed), feedback,
                    make_oracle(oracle), ledger)
 
@@ -295,14 +293,18 @@ class ProblemInstance:
         """Check the pairs, charge ``len(prompts)`` queries and ask the oracle (one call)."""
         self.check_responses(responses_1)
         self.check_responses(responses_2)
-        with self._ledger.charge(len(prompts)):
-            return self._oracle.label(prompts, responses_1, responses_2, rng)
+        return self._ledger.settle(
+            "label", prompts, (responses_1, responses_2),
+            lambda: self._oracle.label(prompts, responses_1, responses_2, rng), rng,
+            self._oracle.name)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Check the responses, charge ``len(prompts)`` queries and ask for their rewards."""
         self.check_responses(responses)
-        with self._ledger.charge(len(prompts)):
-            return np.asarray(self._oracle.score(prompts, responses), dtype=np.float64)
+        return self._ledger.settle(
+            "score", prompts, (responses,),
+            lambda: np.asarray(self._oracle.score(prompts, responses), dtype=np.float64),
+            None, self._oracle.name)
 
     # -- episodes --------------------------------------------------------------------------------
     @staticmethod

@@ -40,6 +40,16 @@ def zoo(*argv):
     return cli.main([str(a) for a in argv])
 
 
+def sessions(run):
+    """The sessions recorded in a run's ledger."""
+    import sqlite3
+
+    with sqlite3.connect(run / "ledger.sqlite") as db:
+        rows = db.execute("SELECT s.status, COALESCE((SELECT SUM(n) FROM batches b WHERE "
+                          "b.session = s.id), 0) FROM sessions s ORDER BY s.id").fetchall()
+    return [{"status": st, "queries_paid": n} for st, n in rows]
+
+
 def test_every_agent_has_linear_bt_and_tiny_instruct_entries():
     assert set(TINY_LM) | FINITE_ONLY == set(agents.list_agents())
     for name in agents.list_agents():
@@ -93,7 +103,8 @@ def test_train_every_agent_through_the_command_on_linear_bt(tmp_path, name):
              "--hyperparams", *TINY_LINEAR.get(name, ["num_train_epochs=30"]))
     assert rc == 0
     run = tmp_path / "LinearBT-v0" / name / "seed1"
-    for f in ("config.yml", "command.txt", "metrics.jsonl", "ledger.jsonl", "agent.json",
+    for f in ("config.yml", "command.txt", "metrics.jsonl", "ledger.sqlite", ".rlhf-run",
+              "agent.json",
               "eval.json", "policy"):
         assert (run / f).exists(), f
     assert any((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -147,9 +158,9 @@ def test_killed_run_resumes_to_the_same_result_and_pays_no_query_twice(tmp_path,
     run = tmp_path / "cut/LinearBT-v0/iterative_dpo/seed2"
     assert not (run / "eval.json").exists()
     assert zoo(*argv, "--runs-dir", tmp_path / "cut", "--resume") == 0
-    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    ledger = sessions(run)
     assert [s["status"] for s in ledger] == ["interrupted", "done"]
-    assert [s["queries_used"] for s in ledger] == [768, 256]  # 3 iterations paid, then 1
+    assert [s["queries_paid"] for s in ledger] == [768, 256]  # 3 iterations paid, then 1
     resumed = json.loads((run / "eval.json").read_text())
     assert resumed["queries_used"] == full["queries_used"] == 1024
     for k in ("objective", "kl", "gold_reward", "normalized_score"):
@@ -168,10 +179,10 @@ def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
     assert "| iterative_dpo | 2 |" in md and "rlhf-zoo leaderboard" in md
     for png in ("metrics.png", "reward_vs_kl.png", "objective_vs_queries.png"):
         assert (out / png).stat().st_size > 10_000
-    ledger = runs / "LinearBT-v0/dpo/seed0/ledger.jsonl"
-    before = ledger.read_text()
+    ledger = runs / "LinearBT-v0/dpo/seed0/ledger.sqlite"
+    before = sessions(ledger.parent)
     assert zoo(*argv) == 0  # finished runs are reused, not trained again
-    assert ledger.read_text() == before
+    assert sessions(ledger.parent) == before
 
 
 def test_train_run_callback_and_tensorboard_log(tmp_path):

@@ -54,7 +54,26 @@ class RunConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or not {"env_id", "agent", "seed"} <= set(d) or set(d) - fields:
             raise InvalidArgumentError(f"not a run config: {d!r:.200}")
-        return cls(**d)
+        return cls(**d).check()
+
+    def check(self) -> RunConfig:
+        """Check the run-level values' types (the env and the agent check the rest); self."""
+        from rlhf_env.instance import SETTINGS
+
+        if self.setting is not None and self.setting not in SETTINGS:
+            raise InvalidArgumentError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        for name in ("query_budget", "eval_every"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise InvalidArgumentError(f"{name} must be an int >= 0, got {v!r}")
+        if self.oracle is not None and not isinstance(self.oracle, str):
+            raise InvalidArgumentError(f"oracle must be a preset name, got {self.oracle!r}")
+        for name in ("env_kwargs", "hyperparams", "eval"):
+            if not isinstance(getattr(self, name), dict):
+                raise InvalidArgumentError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative int, got {self.seed!r}")
+        return self
 
     def make_env_kwargs(self) -> dict[str, Any]:
         kw = dict(self.env_kwargs)
@@ -104,7 +123,7 @@ def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] |
         if not isinstance(run.get(key, {}), dict):
             raise InvalidArgumentError(f"{key} must be a mapping, got {run[key]!r}")
     cls.Config.from_dict(agent_keys, source=f"zoo_configs/{agent}.yml or the overrides")
-    return RunConfig(env_id=env_id, agent=agent, seed=int(seed), hyperparams=agent_keys, **run)
+    return RunConfig(env_id=env_id, agent=agent, seed=seed, hyperparams=agent_keys, **run).check()
 
 def parse_overrides(items: list[str] | None, flag: str) -> dict[str, Any]:
     """``["k=v", ...]`` to a dict; each value is read as YAML (``3``, ``0.1``, ``true``, ``[1, 2]``)."""

@@ -2,90 +2,188 @@
 
 ``runs/<env>/<agent>/seed<S>/`` holds:
 
+* ``.rlhf-run``     the marker that makes the folder a run (``--overwrite`` deletes nothing else);
+* ``run.lock`` and ``owner.json``  the exclusive lock of the process working on the run;
 * ``config.yml``    the resolved run config (:class:`~agents.zoo.config.RunConfig`);
 * ``command.txt``   the command line of every session that worked on the run;
+* ``ledger.sqlite`` every answered query batch, committed before the agent saw it, and every
+  session (:class:`rlhf_env.oracles.DurableLedger`): the run's budget holds across sessions
+  and a resumed session is answered from it instead of paying again;
 * ``metrics.jsonl`` every scalar logged (``train/``, ``eval/``, ``oracle/``), one JSON per line;
 * ``tensorboard/``  the same scalars as TensorBoard events (or under ``--tensorboard-log``);
-* ``checkpoint/``   per-iteration pairs and policies, for agents that checkpoint;
-* ``ledger.jsonl``  one line per session: the queries it paid for, its wall time, how it ended;
+* ``checkpoint/``   per-round pairs and policies, with digests;
 * ``policy/`` and ``agent.json``  the final policy (safetensors) and hyperparameters;
 * ``eval.json``     :func:`rlhf_env.evaluate` of the final policy, plus the queries paid
-  over all sessions and the total wall time. Its presence marks the run complete.
+  (read from the ledger) and the total wall time. Its presence marks the run complete.
 
-An interrupted run (Ctrl-C, or SIGTERM under the command) records its session
-in the ledger; ``resume=True`` continues from the last checkpoint, and pairs
-already paid for are read back rather than queried again.
+Everything that can be wrong with a request — the env id (registered ids only, never a
+path), the seed, the env's keyword arguments, the agent's hyperparameters, the evaluation
+options — is checked by making the env and the agent *before* the folder is created or a
+label is paid for. A killed run (even by SIGKILL) resumes with ``resume=True``: rounds
+already checkpointed are read back, the labels of the interrupted round are answered again
+from the ledger, and no label is bought twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agents.base import RunLogger
+from agents.files import read_json, read_yaml, write_json, write_text
 from agents.zoo.config import RunConfig
-from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
+from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, RLHFEnvError, closest
 
-__all__ = ["RunExistsError", "run_dir", "train_run", "evaluate_run", "read_eval"]
+__all__ = ["RunExistsError", "RunLockedError", "MARKER", "run_dir", "train_run", "evaluate_run",
+           "read_eval", "check_eval_options", "RunLock"]
+
+MARKER = ".rlhf-run"
+_NOT_RESUMABLE_DIFFS = {"eval", "eval_every"}  # may change on resume: they do not change learning
 
 
 class RunExistsError(RLHFEnvError, FileExistsError):
     """The run folder exists and neither resume nor overwrite was asked for."""
 
 
-def run_dir(runs: str | Path, env_id: str, agent: str, seed: int) -> Path:
-    return Path(runs) / env_id / agent / f"seed{seed}"
+class RunLockedError(RLHFEnvError, RuntimeError):
+    """Another live process holds the run folder."""
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    tmp.replace(path)
+def run_dir(runs: str | Path, env_id: str, agent: str, seed: Any) -> Path:
+    """``runs/<env_id>/<agent>/seed<seed>``, after checking each part (no path can escape)."""
+    import agents
+    import rlhf_env
 
-
-def _read_ledger(folder: Path) -> list[dict[str, Any]]:
-    f = folder / "ledger.jsonl"
-    return [json.loads(line) for line in f.read_text().splitlines() if line] if f.is_file() else []
+    env_id = rlhf_env.spec(env_id).id  # registered ids only: Name-vN, never a path
+    agents.get(agent)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidArgumentError(f"seed must be a non-negative int, got {seed!r}")
+    root = Path(runs)
+    folder = root / env_id / agent / f"seed{seed}"
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise InvalidArgumentError(f"{folder} would lie outside --runs-dir {root}")
+    return folder
 
 
 def read_eval(folder: str | Path) -> dict[str, Any] | None:
     f = Path(folder) / "eval.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(f, f"Delete {f} to evaluate the run again.") if f.is_file() else None
 
 
-def _prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
-    """Make the folder ready; returns whether there is earlier work to continue."""
-    if folder.exists() and any(folder.iterdir()):
-        if overwrite:
-            shutil.rmtree(folder)
-        elif resume:
-            stored = RunConfig.from_dict(yaml.safe_load((folder / "config.yml").read_text()))
-            if stored != cfg:
-                diff = [f.name for f in dataclasses.fields(cfg)
-                        if getattr(stored, f.name) != getattr(cfg, f.name)]
-                raise InvalidArgumentError(
-                    f"{folder} holds a run with a different config (differs in {diff}); "
-                    "resume it with the same options, or pass --overwrite to start again")
-            return True
+def check_eval_options(env_id: str, options: dict[str, Any]) -> None:
+    """Refuse evaluation options the env's evaluation does not take (exact envs take none)."""
+    import rlhf_env
+    from rlhf_env.evaluation import sampled_metrics
+
+    if not options:
+        return
+    if rlhf_env.spec(env_id).kind in ("exact", "linear"):
+        raise InvalidArgumentError(
+            f"{env_id} is evaluated exactly: evaluation options {sorted(options)} do not apply")
+    params = inspect.signature(sampled_metrics).parameters
+    valid = [p for p, v in params.items() if v.kind is v.KEYWORD_ONLY]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise InvalidKwargError(
+            f"unknown evaluation option(s) {unknown}.{closest(unknown[0], valid)} "
+            f"Valid: {', '.join(valid)}.")
+
+
+class RunLock:
+    """Exclusive ownership of a run folder (``run.lock``, with ``owner.json`` naming the holder).
+
+    The lock is an OS file lock, so it dies with its process: a folder left by a killed
+    process is free, and its stale ``owner.json`` is replaced.
+    """
+
+    def __init__(self, folder: Path, command: str = "") -> None:
+        self.folder, self.command = folder, command
+        self._lock: Any = None
+
+    def __enter__(self) -> RunLock:
+        import filelock
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.folder / "run.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            owner = self.folder / "owner.json"
+            holder = "another process"
+            if owner.is_file():
+                try:
+                    o = json.loads(owner.read_text())
+                    holder = (f"process {o.get('pid')} on {o.get('host')} since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(o.get('since', 0)))}"
+                              f" ({o.get('command') or 'no command recorded'})")
+                except (OSError, ValueError):
+                    pass
+            raise RunLockedError(f"{self.folder} is in use by {holder}; wait for it to finish "
+                                 "(or stop it) before training or resuming this run") from None
+        self._lock = lock
+        write_json(self.folder / "owner.json", {"pid": os.getpid(), "host": os.uname().nodename,
+                                                "since": time.time(), "command": self.command})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        (self.folder / "owner.json").unlink(missing_ok=True)
+        self._lock.release()
+
+
+def _check_folder(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
+    """Whether there is earlier work to continue; raise if the request does not fit the folder.
+
+    Reads only: nothing is created or deleted here.
+    """
+    if resume and overwrite:
+        raise InvalidArgumentError("pass --resume or --overwrite, not both")
+    if not folder.exists() or not any(p.name not in ("run.lock", "owner.json")
+                                      for p in folder.iterdir()):
+        return False
+    if not (folder / MARKER).is_file():
+        raise RunExistsError(
+            f"{folder} exists but is not a run folder (no {MARKER}); move it away: nothing in it "
+            "is touched")
+    if overwrite:
+        return False
+    if not resume:
+        raise RunExistsError(
+            f"{folder} exists; pass --resume to continue that run or --overwrite to start again")
+    stored = RunConfig.from_dict(read_yaml(folder / "config.yml"))
+    diff = [f.name for f in dataclasses.fields(cfg)
+            if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in _NOT_RESUMABLE_DIFFS]
+    if diff:
+        raise InvalidArgumentError(
+            f"{folder} holds a run with a different config (differs in {diff}); resume it with "
+            "the same options, or pass --overwrite to start again")
+    return True
+
+
+def _empty(folder: Path) -> None:
+    """Delete a run folder's contents (it holds the marker), keeping the lock we hold."""
+    for child in folder.iterdir():
+        if child.name in ("run.lock", "owner.json"):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
         else:
-            raise RunExistsError(
-                f"{folder} exists; pass --resume to continue that run or --overwrite to start again")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return False
+            child.unlink()
 
 
-def _make(cfg: RunConfig) -> Any:
+def _make(cfg: RunConfig, ledger: Any = None) -> Any:
     import rlhf_env
 
-    return rlhf_env.make(cfg.env_id, **cfg.make_env_kwargs())
+    kwargs = cfg.make_env_kwargs()
+    if ledger is not None:
+        kwargs["ledger"] = ledger
+    return rlhf_env.make(cfg.env_id, **kwargs)
 
 
 def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
@@ -99,67 +197,89 @@ def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict
     return rlhf_env.evaluate(policy, env, **options)
 
 
+def _wall(sessions: list[dict[str, Any]], now: float) -> float:
+    return float(sum((s["ended"] or now) - s["started"] for s in sessions))
+
+
 def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False,
               overwrite: bool = False, tensorboard_log: str | Path | None = None,
               progress: bool | None = None, command: str = "",
               callback: Callable[[Any, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Train (or finish) one run and return its ``eval.json``; see the module docstring."""
     import agents
+    from rlhf_env.oracles.ledger import DurableLedger
 
+    # ---- everything checked before anything is created or paid ------------------------------
     folder = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed)
-    continuing = _prepare(folder, cfg, resume, overwrite)
+    check_eval_options(cfg.env_id, cfg.eval)
+    if isinstance(cfg.eval_every, bool) or not isinstance(cfg.eval_every, int) or cfg.eval_every < 0:
+        raise InvalidArgumentError(f"eval_every must be an int >= 0, got {cfg.eval_every!r}")
+    continuing = _check_folder(folder, cfg, resume, overwrite)
     if continuing and (done := read_eval(folder)) is not None:
         return done
-    with (folder / "command.txt").open("a") as f:
-        f.write(command + "\n")
-    ledger = _read_ledger(folder)
-    paid_before = sum(s["queries_used"] for s in ledger)
-    wall_before = sum(s["wall_s"] for s in ledger)
-
-    env = _make(cfg)
+    ledger = DurableLedger(folder / "ledger.sqlite")
+    env = _make(cfg, ledger)
     cls = agents.get(cfg.agent)
-    ckpt = folder / "checkpoint"
     agent = cls(env, **cfg.hyperparams, seed=cfg.seed, progress=progress,
-                checkpoint_dir=str(ckpt))
-    tb = (Path(tensorboard_log) / cfg.env_id / cfg.agent / f"seed{cfg.seed}" if tensorboard_log
-          else folder / "tensorboard")
-    agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
+                checkpoint_dir=str(folder / "checkpoint"))
 
-    def on_iteration(a: Any, info: dict[str, Any]) -> Any:
-        t = int(info.get("iteration", 0))
-        if cfg.eval_every and (t + 1) % cfg.eval_every == 0:
-            m = _evaluate(a.policy, env, cfg, final=False)
-            a.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
-                          "oracle/queries_paid": paid_before + env.unwrapped.queries_used,
-                          "train/iteration": t}, a.global_step)
-        return callback(a, info) if callback is not None else None
+    # ---- the run folder, owned by this process ------------------------------------------------
+    with RunLock(folder, command):
+        continuing = _check_folder(folder, cfg, resume, overwrite)  # again, under the lock
+        if continuing and (done := read_eval(folder)) is not None:
+            return done
+        if not continuing:
+            _empty(folder)
+            write_json(folder / MARKER, {"env_id": cfg.env_id, "agent": cfg.agent,
+                                         "seed": cfg.seed, "created": time.time()})
+            import yaml
 
-    start, status = time.perf_counter(), "interrupted"
-    try:
-        if not continuing and cfg.eval_every:  # pi0's point on the objective-vs-queries curve
-            m = _evaluate(env.unwrapped.reference, env, cfg, final=False)
-            agent.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
-                              "oracle/queries_paid": 0}, 0)
+            write_text(folder / "config.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        with (folder / "command.txt").open("a") as f:
+            f.write(command + "\n")
+        ledger.open()
+        ledger.begin_session(command=command)
+        tb = (Path(tensorboard_log) / cfg.env_id / cfg.agent / f"seed{cfg.seed}"
+              if tensorboard_log else folder / "tensorboard")
+        agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
+        agent.logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=1) + "\n```")
+
+        def on_iteration(a: Any, info: dict[str, Any]) -> Any:
+            t = int(info.get("iteration", 0))
+            if cfg.eval_every and (t + 1) % cfg.eval_every == 0:
+                m = _evaluate(a.policy, env, cfg, final=False)
+                a.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
+                              "oracle/queries_paid": ledger.used}, a.global_step)
+            return callback(a, info) if callback is not None else None
+
+        ckpt = folder / "checkpoint"
         resume_from = (ckpt if continuing and cls.resumable and (ckpt / "state.json").is_file()
                        else None)
-        agent.learn(on_iteration, resume_from=resume_from)
-        status = "done"
-    except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed: {e!r}"
-        raise
-    finally:
-        wall = time.perf_counter() - start
-        with (folder / "ledger.jsonl").open("a") as f:
-            f.write(json.dumps({"session": len(ledger), "queries_used": env.unwrapped.queries_used,
-                                "wall_s": wall, "status": status, "time": time.time()}) + "\n")
-        agent.logger.close()
-    agent.save(folder)
-    result: dict[str, Any] = dict(_evaluate(agent.policy, env, cfg))
-    result.update({"queries_used": paid_before + env.unwrapped.queries_used,
-                   "query_budget": env.unwrapped.query_budget, "wall_s": wall_before + wall,
-                   "sessions": len(ledger) + 1, "env_id": cfg.env_id, "agent": cfg.agent,
-                   "seed": cfg.seed})
-    _write_json(folder / "eval.json", result)
+        status = "interrupted"
+        try:
+            if resume_from is None and cfg.eval_every:  # pi0's point on the queries curve
+                m = _evaluate(env.unwrapped.reference, env, cfg, final=False)
+                agent.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
+                                  "oracle/queries_paid": 0}, 0)
+            agent.learn(on_iteration, resume_from=resume_from)
+            status = "done"
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            status = f"failed: {type(e).__name__}: {e}"[:500]
+            raise
+        finally:
+            ledger.end_session(status)
+            agent.logger.close()
+        agent.save(folder)
+        result: dict[str, Any] = dict(_evaluate(agent.policy, env, cfg))
+        sessions = ledger.sessions()
+        result.update({"queries_used": ledger.used, "query_budget": ledger.budget,
+                       "queries_replayed": ledger.replayed, "wall_s": _wall(sessions, time.time()),
+                       "sessions": len(sessions), "env_id": cfg.env_id, "agent": cfg.agent,
+                       "seed": cfg.seed, "oracle": env.unwrapped.oracle_config})
+        write_json(folder / "eval.json", result)
+        ledger.close()
     return result
 
 
@@ -168,16 +288,17 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
     from rlhf_env.policies import load_policy
 
     folder = Path(folder)
-    if not (folder / "config.yml").is_file() or not (folder / "policy").is_dir():
+    if not (folder / MARKER).is_file() or not (folder / "policy").is_dir():
         raise InvalidArgumentError(
-            f"{folder} is not a finished run folder (it needs config.yml and policy/)")
-    cfg = RunConfig.from_dict(yaml.safe_load((folder / "config.yml").read_text()))
+            f"{folder} is not a finished run folder (it needs {MARKER}, config.yml and policy/)")
+    cfg = RunConfig.from_dict(read_yaml(folder / "config.yml"))
+    check_eval_options(cfg.env_id, eval_options)
     cfg.eval = {**cfg.eval, **eval_options}
     env = _make(cfg)
     metrics = _evaluate(load_policy(folder / "policy"), env, cfg)
     old = read_eval(folder) or {}
-    keep = {k: old[k] for k in ("queries_used", "query_budget", "wall_s", "sessions", "env_id",
-                                "agent", "seed") if k in old}
+    keep = {k: old[k] for k in ("queries_used", "query_budget", "queries_replayed", "wall_s",
+                                "sessions", "env_id", "agent", "seed", "oracle") if k in old}
     result = {**metrics, **keep}
-    _write_json(folder / "eval.json", result)
+    write_json(folder / "eval.json", result)
     return result

@@ -9,6 +9,7 @@ parameters (it is a :class:`torch.nn.Module`), and ``copy``/``save``/``load``.
 from __future__ import annotations
 
 import copy as _copy
+import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from rlhf_env.errors import DataError
 __all__ = ["Policy", "register_policy_class", "is_registered", "load_policy"]
 
 _POLICY_CLASSES: dict[str, type[Policy]] = {}
+# classes whose module loads heavy libraries: imported only when a saved folder names them
+_LAZY_CLASSES = {"CausalLMPolicy": "rlhf_env.policies.causal_lm"}
 WEIGHTS_NAME = "policy.safetensors"
 CONFIG_NAME = "policy.json"
 
@@ -129,8 +132,19 @@ def load_policy(path: str | Path) -> Policy:
         name = meta["class"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{meta_file} is not a valid policy config: {e}") from e
+    if name not in _POLICY_CLASSES and name in _LAZY_CLASSES:
+        importlib.import_module(_LAZY_CLASSES[name])
     if name not in _POLICY_CLASSES:
         raise DataError(
-            f"{meta_file} names policy class {name!r}; known: {sorted(_POLICY_CLASSES)}"
-        )
-    return _POLICY_CLASSES[name].load_folder(path, meta.get("config", {}))
+            f"{meta_file} names policy class {name!r}; known: "
+            f"{sorted({*_POLICY_CLASSES, *_LAZY_CLASSES})}")
+    config = meta.get("config", {})
+    if not isinstance(config, dict):
+        raise DataError(f"{meta_file}: 'config' must be a mapping, got {config!r:.80}")
+    try:
+        return _POLICY_CLASSES[name].load_folder(path, config)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors, transformers, torch: one clear error
+        raise DataError(f"cannot load the policy saved in {path} ({type(e).__name__}: {e}); "
+                        "the folder is damaged or incomplete") from e

@@ -1,0 +1,80 @@
+"""Run ``rlhf-zoo`` in this process with a real SIGKILL armed at one point (test_durability.py).
+
+    python tests/_kill_worker.py POINT N ARGS...     # ARGS as for rlhf-zoo
+
+POINT is where the process kills itself (``kill -9``, so no handler or ``finally`` runs):
+
+* ``after_answer``: at the N-th save of a round's pairs — the ledger has committed the
+  labels, no checkpoint file of that round exists yet;
+* ``mid_save``: during the N-th policy save, after half of a weights file is written;
+* ``between_rounds``: right after the N-th round is checkpointed as complete;
+* ``hold``: sleep N seconds in the first round (holding the run's lock), then carry on.
+"""
+
+import os
+import signal
+import sys
+import time
+
+
+def main() -> int:
+    point, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    import agents.checkpoint as checkpoint
+    import rlhf_env.policies.base as policy_base
+    from agents.loop import Agent
+    from agents.zoo import cli
+
+    calls = {"count": 0}
+
+    def armed() -> bool:
+        calls["count"] += 1
+        return calls["count"] == n
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "after_answer":
+        original = checkpoint.Checkpointer.save_pairs
+
+        def save_pairs(self, t, data):
+            if armed():
+                die()
+            return original(self, t, data)
+
+        checkpoint.Checkpointer.save_pairs = save_pairs
+    elif point == "mid_save":
+        original_save = policy_base.save_file
+
+        def save_file(tensors, filename, *a, **k):
+            if armed():
+                original_save(tensors, filename, *a, **k)
+                with open(filename, "r+b") as f:
+                    f.truncate(os.path.getsize(filename) // 2)
+                die()
+            return original_save(tensors, filename, *a, **k)
+
+        policy_base.save_file = save_file
+    elif point == "between_rounds":
+        original_complete = checkpoint.Checkpointer.complete
+
+        def complete(self, t, policy, **state):
+            original_complete(self, t, policy, **state)
+            if armed():
+                die()
+
+        checkpoint.Checkpointer.complete = complete
+    elif point == "hold":
+        original_fit = Agent.learn
+
+        def learn(self, *a, **k):
+            time.sleep(n)
+            return original_fit(self, *a, **k)
+
+        Agent.learn = learn
+    else:
+        raise SystemExit(f"unknown point {point!r}")
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
