@@ -82,5 +82,31 @@ def test_gold_labels_resample_preferences(hh_dir):
 
 
 def test_without_network_the_error_names_the_kwargs(hh_dir):
+    with pytest.raises(rlhf_env.InvalidArgumentError, match="allow_large_on_cpu=True"):
+        rlhf_env.make("HH-RLHF-v0", data_dir=str(hh_dir), subset="harmless-base", device="cpu")
     with pytest.raises(DataError, match="reference_model="):
-        rlhf_env.make("HH-RLHF-v0", data_dir=str(hh_dir), subset="harmless-base")
+        rlhf_env.make("HH-RLHF-v0", data_dir=str(hh_dir), subset="harmless-base", device="cpu",
+                      allow_large_on_cpu=True)
+
+
+def test_the_missions_line_fails_fast_without_a_hub(tmp_path):
+    """``rlhf_env.make("HH-RLHF-v0")`` with the hub unreachable: a clear error, before any
+    download is tried (the reachability check comes first; its time is in the notes, not
+    asserted here)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = "https://hub.invalid"  # an unreachable hub, whatever the network
+    out = subprocess.run([sys.executable, "-c", "import rlhf_env; rlhf_env.make('HH-RLHF-v0')"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0
+    assert "DataError" in out.stderr and "data_dir=" in out.stderr and "preset='tiny'" in out.stderr
+
+
+def test_a_local_copy_without_a_subset_takes_what_it_holds(hh_dir):
+    from rlhf_env.envs.hh_rlhf import _load_splits
+
+    _, _, report = _load_splits(None, str(hh_dir), None, False, 0.1)
+    assert report["kept"] > 0 and all("harmless-base" in f for f in report["files"])

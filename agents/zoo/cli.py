@@ -105,9 +105,18 @@ def _run(args: argparse.Namespace, command: str) -> int:
         print(f"{run_dir(args.runs_dir, args.env, args.agent, args.seed)}:")
         _print_summary(result)
         return 0
+    import rlhf_env
     from agents.zoo.leaderboard import agent_names, run_leaderboard, write_leaderboard
+    from rlhf_env.errors import InvalidArgumentError
 
+    rlhf_env.spec(args.env)
+    if args.seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be >= 1 (seeds 0..N-1), got {args.seeds}")
     names = agent_names(args.agents, args.env)
+    if not names:
+        raise InvalidArgumentError(
+            f"no agent has an entry for {args.env} in zoo_configs/; name them with "
+            "--agents a,b (they run with their 'default' entry)")
     out = Path(args.out or Path("leaderboards") / args.env)
     results, failures = run_leaderboard(
         args.env, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,

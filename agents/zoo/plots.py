@@ -3,7 +3,6 @@ against queries spent."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -95,13 +94,12 @@ def reward_kl_plot(env_id: str, agg: dict[str, dict[str, Any]], path: Path) -> P
 
 
 def _curve(folder: Path) -> dict[float, float]:
-    f = folder / "metrics.jsonl"
+    from agents.files import read_jsonl
+
     out: dict[float, float] = {}
-    if f.is_file():
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            if "eval/objective" in row and "oracle/queries_paid" in row:
-                out[row["oracle/queries_paid"]] = row["eval/objective"]  # a resume: keep the last
+    for row in read_jsonl(folder / "metrics.jsonl"):
+        if "eval/objective" in row and "oracle/queries_paid" in row:
+            out[row["oracle/queries_paid"]] = row["eval/objective"]  # a resume: keep the last
     return out
 
 

@@ -37,9 +37,11 @@ class HHRLHFEnv(RLHFEnv):
     ## Description
     Prompts are HH-RLHF dialogues up to and including the last
     ``\n\nAssistant:``; responses are the assistant's next turn. The data load
-    from the hub (``Anthropic/hh-rlhf`` through ``datasets``, one ``subset`` or
-    ``"all"``) or from a local copy (``data_dir``: a mirror of the dataset's
-    folders; ``data_files``: explicit files). Parsing drops and counts rows
+    from a local copy (``data_dir``: a mirror of the dataset's folders, every
+    subset it holds unless ``subset`` names some; ``data_files``: explicit files)
+    or from the hub (``Anthropic/hh-rlhf`` through ``datasets``; ``subset``
+    default ``"helpful-base"``, or ``"all"``). Without a network the hub is
+    checked first and the env fails in a moment, saying what to pass. Parsing drops and counts rows
     whose two histories differ or whose response is empty
     (``env.unwrapped.data_report``); ``strict=True`` raises on the first,
     naming file and line. Train prompts and offline pairs come from the train
@@ -54,7 +56,12 @@ class HHRLHFEnv(RLHFEnv):
     on the chosen responses, so pass your SFT checkpoint). ``reward_model``:
     the gold oracle, a sequence-classification RM, hub id or local path
     (default ``weqweasdas/hh_rlhf_rm_open_llama_3b``). Both need a GPU at this
-    scale (``device="cuda"``, ``dtype="bfloat16"``).
+    scale (``device="cuda"``, ``dtype="bfloat16"``): on a CPU the defaults are
+    refused before any download unless ``allow_large_on_cpu=True``. Weights load
+    from safetensors only (``allow_bin_weights=True`` accepts pickle ``.bin``
+    files you trust); the default hub ids are pinned to their safetensors
+    revisions (:data:`rlhf_env.hub.DEFAULT_REVISIONS`; ``reference_revision`` /
+    ``reward_model_revision`` choose others).
 
     ``preset="tiny"`` runs on a CPU from a local copy: it trains a tiny
     byte-level reference LM on the chosen dialogues and a tiny gold RM on the
@@ -74,12 +81,14 @@ class HHRLHFEnv(RLHFEnv):
 
     ## Arguments
     setting, query_budget (default 4096), eta (0.1, the paper's), seed, feedback,
-    oracle (default ``"bt"``: Bradley-Terry over the gold RM), ledger, subset ("helpful-base"), data_dir, data_files (a path, a list, or a dict
-    ``{"train": ..., "test": ...}``), reference_model, reward_model, preset
-    (None or "tiny"), labels ("human"), strict (False), n_train_prompts
-    (default all), n_eval_prompts (256), n_offline (default all pairs),
-    max_new_tokens (128; 48 for the tiny preset), device ("auto"), dtype,
-    eval_fraction (0.1).
+    oracle (default ``"bt"``: Bradley-Terry over the gold RM), ledger, subset
+    (None: every subset of a local copy, "helpful-base" from the hub), data_dir,
+    data_files (a path, a list, or a dict ``{"train": ..., "test": ...}``),
+    reference_model, reward_model, preset (None or "tiny"), labels ("human"),
+    strict (False), n_train_prompts (default all), n_eval_prompts (256),
+    n_offline (default all pairs), max_new_tokens (128; 48 for the tiny preset),
+    device ("auto"), dtype, eval_fraction (0.1), reference_revision,
+    reward_model_revision, allow_bin_weights (False), allow_large_on_cpu (False).
 
     ## Version History
     * v0: initial version.
@@ -97,7 +106,7 @@ class HHRLHFEnv(RLHFEnv):
         feedback: str = "preference",
         oracle: Any = "bt",
         ledger: Any = None,
-        subset: str | list[str] = "helpful-base",
+        subset: str | list[str] | None = None,
         data_dir: str | None = None,
         data_files: Any = None,
         reference_model: Any = DEFAULT_REFERENCE,
@@ -112,6 +121,10 @@ class HHRLHFEnv(RLHFEnv):
         device: str | None = "auto",
         dtype: str | None = None,
         eval_fraction: float = 0.1,
+        reference_revision: str | None = None,
+        reward_model_revision: str | None = None,
+        allow_bin_weights: bool = False,
+        allow_large_on_cpu: bool = False,
     ) -> None:
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
@@ -133,6 +146,22 @@ class HHRLHFEnv(RLHFEnv):
                     f"setting='online' has no offline data, got n_offline={n_offline}")
         if max_new_tokens is not None:
             max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
+        for name, flag in (("allow_bin_weights", allow_bin_weights),
+                           ("allow_large_on_cpu", allow_large_on_cpu), ("strict", strict)):
+            if not isinstance(flag, bool):
+                raise InvalidArgumentError(f"{name} must be True or False, got {flag!r}")
+        if data_dir is None and data_files is None:
+            from rlhf_env.hub import hub_reachable
+
+            if not hub_reachable():
+                raise DataError(
+                    "HH-RLHF-v0 loads Anthropic/hh-rlhf from the Hugging Face hub, which is not "
+                    "reachable from here (no network, or HF_HUB_OFFLINE is set). Pass data_dir= "
+                    "(a local copy: <data_dir>/<subset>/<split>.jsonl.gz) or data_files=; on a "
+                    "CPU add preset='tiny', e.g. rlhf_env.make('HH-RLHF-v0', preset='tiny', "
+                    "data_dir='path/to/hh-rlhf').")
+        if preset is None:
+            _check_model_plan(reference_model, reward_model, device, allow_large_on_cpu)
         train_ds, eval_ds, self.data_report = _load_splits(
             subset, data_dir, data_files, strict, eval_fraction
         )
@@ -141,7 +170,9 @@ class HHRLHFEnv(RLHFEnv):
                 max_new_tokens = TINY_PRESET["max_new_tokens"]
             reference, rm = _tiny_models(train_ds)
         else:
-            reference, rm = _hub_models(reference_model, reward_model, device, dtype)
+            reference, rm = _hub_models(reference_model, reward_model, device, dtype,
+                                        reference_revision, reward_model_revision,
+                                        allow_bin_weights)
         reference.max_new_tokens = int(max_new_tokens or 128)
         bound = common.bind_oracle(OracleContext(rm, name="HH-RLHF"))
 
@@ -177,26 +208,35 @@ def _hash_fraction(text: str) -> float:
 
 def _load_splits(subset: Any, data_dir: Any, data_files: Any, strict: bool,
                  eval_fraction: float) -> tuple[Any, Any, dict[str, Any]]:
-    from rlhf_env.data.hh_rlhf import load_hh_rlhf, local_files
+    from rlhf_env.data.hh_rlhf import SUBSETS, load_hh_rlhf, local_files
 
     if isinstance(data_files, dict):
+        subset = subset or "helpful-base"
         unknown = set(data_files) - {"train", "test"}
         if unknown:
             raise DataError(f"data_files keys must be 'train' and/or 'test', got {sorted(unknown)}")
         per = {s: load_hh_rlhf(subset=subset, split=s, data_files=f, strict=strict)
                for s, f in data_files.items()}
     elif data_files is not None:
+        subset = subset or "helpful-base"
         per = {"test": load_hh_rlhf(subset=subset, split="test", data_files=data_files,
                                     strict=strict)}
     elif data_dir is not None:
-        subsets = ["helpful-base", "helpful-online", "helpful-rejection-sampled",
-                   "harmless-base"] if subset == "all" else (
-                       [subset] if isinstance(subset, str) else list(subset))
-        per = {s: load_hh_rlhf(subset=subset, split=s, data_dir=data_dir, strict=strict)
+        if subset is None:  # whatever the local copy holds
+            subset = [s for s in SUBSETS if local_files(data_dir, [s], "train")
+                      or local_files(data_dir, [s], "test")]
+            if not subset:
+                raise DataError(
+                    f"no HH-RLHF subset under {data_dir!r}: expected <data_dir>/<subset>/"
+                    f"<split>.jsonl[.gz] for a subset of {SUBSETS}")
+        subsets = list(SUBSETS) if subset == "all" else (
+            [subset] if isinstance(subset, str) else list(subset))
+        per = {s: load_hh_rlhf(subset=subsets, split=s, data_dir=data_dir, strict=strict)
                for s in ("train", "test") if local_files(data_dir, subsets, s)}
         if not per:
             raise DataError(f"no train or test split for {subset!r} under {data_dir!r}")
     else:
+        subset = subset or "helpful-base"
         per = {s: load_hh_rlhf(subset=subset, split=s, strict=strict) for s in ("train", "test")}
     report: dict[str, Any] = {
         "rows": sum(r["rows"] for _, r in per.values()),
@@ -239,7 +279,31 @@ def _tiny_models(train_ds: Any) -> tuple[Any, Any]:
     return load_tiny_lm(lm_dir), RewardModel(str(rm_dir))
 
 
-def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
+# the default models' sizes, to say what a download would cost before it starts
+_DEFAULT_SIZES = {DEFAULT_REFERENCE: "3.4B parameters, about 6.9 GB",
+                  DEFAULT_REWARD_MODEL: "3.4B parameters, about 6.7 GB"}
+
+
+def _check_model_plan(reference_model: Any, reward_model: Any, device: Any,
+                      allow_large_on_cpu: bool) -> None:
+    """Refuse to fetch and run the multi-billion-parameter defaults on a CPU unless asked."""
+    from rlhf_env.policies.causal_lm import resolve_device
+
+    defaults = [m for m in (reference_model, reward_model) if isinstance(m, str)
+                and m in _DEFAULT_SIZES]
+    if not defaults or allow_large_on_cpu or resolve_device(device).type != "cpu":
+        return
+    what = "; ".join(f"{m} ({_DEFAULT_SIZES[m]})" for m in defaults)
+    raise InvalidArgumentError(
+        f"HH-RLHF-v0 would download and run {what} on the CPU, which takes hours per step. "
+        "Use a GPU (device='cuda'), pass your own reference_model= and reward_model= (local "
+        "folders or hub ids), use preset='tiny' for a CPU run of the pipeline, or pass "
+        "allow_large_on_cpu=True if you mean it.")
+
+
+def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any,
+                reference_revision: str | None, reward_model_revision: str | None,
+                allow_bin_weights: bool) -> tuple[Any, Any]:
     from rlhf_env.lm.reward_model import RewardModel
     from rlhf_env.policies.causal_lm import CausalLMPolicy, resolve_device, resolve_dtype
 
@@ -247,12 +311,15 @@ def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any
             "or preset='tiny' with data_dir= for a CPU run")
     try:
         reference = (reference_model if hasattr(reference_model, "log_prob")
-                     else CausalLMPolicy(reference_model, device=device, dtype=dtype))
+                     else CausalLMPolicy(reference_model, device=device, dtype=dtype,
+                                         revision=reference_revision,
+                                         allow_bin_weights=allow_bin_weights))
     except DataError as e:
         raise DataError(f"HH-RLHF-v0 reference_model: {e}. {hint}") from e
     try:
         rm = reward_model if callable(reward_model) and not isinstance(reward_model, str) else \
-            RewardModel(reward_model, device=resolve_device(device), dtype=resolve_dtype(dtype))
+            RewardModel(reward_model, device=resolve_device(device), dtype=resolve_dtype(dtype),
+                        revision=reward_model_revision, allow_bin_weights=allow_bin_weights)
     except DataError as e:
         raise DataError(f"HH-RLHF-v0 reward_model: {e}. {hint}") from e
     return reference, rm

@@ -34,6 +34,8 @@ class RewardModel:
             (the response end), and are counted in ``truncated``.
         format_fn: ``(prompt, response) -> text`` (default ``prompt + response``); hub
             RMs trained with a chat template want theirs here.
+        revision: the hub revision to load (a model given by name).
+        allow_bin_weights: also load ``.bin`` (pickle) weights; safetensors only otherwise.
     """
 
     def __init__(
@@ -46,9 +48,12 @@ class RewardModel:
         batch_size: int = 64,
         max_length: int | None = None,
         format_fn: Callable[[str, str], str] | None = None,
+        revision: str | None = None,
+        allow_bin_weights: bool = False,
     ) -> None:
         if isinstance(model, (str, Path)):
-            model, tokenizer = self._load(str(model), tokenizer)
+            model, tokenizer = self.load_pretrained(str(model), tokenizer, revision=revision,
+                                                    allow_bin_weights=allow_bin_weights)
         if tokenizer is None:
             raise InvalidArgumentError("RewardModel needs the model's tokenizer")
         if getattr(model.config, "num_labels", 1) != 1:
@@ -72,18 +77,27 @@ class RewardModel:
         self.truncated = 0
 
     @staticmethod
-    def _load(where: str, tokenizer: Any) -> tuple[Any, Any]:
+    def load_pretrained(where: str, tokenizer: Any = None, *, revision: str | None = None,
+                        allow_bin_weights: bool = False) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of a sequence-classification RM (safetensors only unless
+        ``allow_bin_weights``), with clear errors."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from rlhf_env.policies.causal_lm import pretrained_kwargs
+
+        opts = pretrained_kwargs(where, revision, allow_bin_weights)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=1)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(where)
+            model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=1, **opts)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(
+                where, **{k: v for k, v in opts.items() if k == "revision"})
         except ValueError as e:
             raise DataError(f"{where!r} is not a sequence-classification reward model: {e}") from e
         except OSError as e:
             raise DataError(
-                f"cannot load a reward model from {where!r} (no local folder of that name, and "
-                f"the hub is unreachable or has no such model): {e}"
+                f"cannot load a reward model from {where!r} (no local folder of that name with "
+                f"safetensors weights, and the hub is unreachable or has no such model): {e}"
+                + ("" if allow_bin_weights else ". If it has only pytorch_model.bin (a pickle) "
+                   "and you trust it, pass allow_bin_weights=True")
             ) from e
         model.eval()
         return model, tokenizer

@@ -31,7 +31,8 @@ import torch
 from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
 
-__all__ = ["CausalLMPolicy", "load_causal_lm", "resolve_device", "resolve_dtype"]
+__all__ = ["CausalLMPolicy", "load_causal_lm", "pretrained_kwargs", "resolve_device",
+           "resolve_dtype"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -53,26 +54,49 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 _LM_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
 
-def load_causal_lm(name_or_path: str | Path, **kwargs: Any) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a hub id or a local folder, with clear errors."""
+def pretrained_kwargs(where: str, revision: str | None, allow_bin_weights: bool
+                      ) -> dict[str, Any]:
+    """``from_pretrained`` options: safetensors only (unless ``allow_bin_weights``: ``.bin``
+    files are pickles, which can run code when loaded), and the pinned revision of a default
+    hub id (:data:`rlhf_env.hub.DEFAULT_REVISIONS`) unless ``revision`` is given."""
+    from rlhf_env.hub import DEFAULT_REVISIONS
+
+    kwargs: dict[str, Any] = {"use_safetensors": None if allow_bin_weights else True}
+    revision = revision or DEFAULT_REVISIONS.get(where)
+    if revision is not None:
+        kwargs["revision"] = revision
+    return kwargs
+
+
+def load_causal_lm(name_or_path: str | Path, *, revision: str | None = None,
+                   allow_bin_weights: bool = False, **kwargs: Any) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a hub id or a local folder, with clear errors.
+
+    Weights load from safetensors only unless ``allow_bin_weights=True`` (see
+    :func:`pretrained_kwargs`); ``revision`` pins a hub revision.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     where = str(name_or_path)
+    opts = pretrained_kwargs(where, revision, allow_bin_weights)
+    rev = {k: v for k, v in opts.items() if k == "revision"}
     try:
-        archs = getattr(AutoConfig.from_pretrained(where), "architectures", None) or []
+        archs = getattr(AutoConfig.from_pretrained(where, **rev), "architectures", None) or []
         if archs and not any(a.endswith(_LM_HEADS) for a in archs):
             raise DataError(
                 f"{where!r} is not a causal language model: its config names {archs}; "
                 "pass a model with a language-modelling head (e.g. ...ForCausalLM)"
             )
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(where, **rev)
+        model = AutoModelForCausalLM.from_pretrained(where, **opts, **kwargs)
     except ValueError as e:  # e.g. "Unrecognized configuration class ... for AutoModelForCausalLM"
         raise DataError(f"{where!r} is not a causal language model: {e}") from e
     except OSError as e:
+        hint = ("" if allow_bin_weights else " If the checkpoint has only pytorch_model.bin "
+                "(a pickle) and you trust it, pass allow_bin_weights=True.")
         raise DataError(
-            f"cannot load a causal LM from {where!r} (no local folder of that name, and the "
-            f"hub is unreachable or has no such model): {e}"
+            f"cannot load a causal LM from {where!r} (no local folder of that name with "
+            f"safetensors weights, and the hub is unreachable or has no such model): {e}.{hint}"
         ) from e
     return model, tokenizer
 
@@ -90,6 +114,8 @@ class CausalLMPolicy(Policy):
         top_p: default nucleus sampling threshold (1.0 = off).
         batch_size: sequences per forward pass in :meth:`log_prob` and :meth:`sample`.
         max_length: context length in tokens (default: the model's).
+        revision: the hub revision to load (a model given by name).
+        allow_bin_weights: also load ``.bin`` (pickle) weights; safetensors only otherwise.
     """
 
     def __init__(
@@ -103,10 +129,13 @@ class CausalLMPolicy(Policy):
         top_p: float = 1.0,
         batch_size: int = 32,
         max_length: int | None = None,
+        revision: str | None = None,
+        allow_bin_weights: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
-            model, loaded_tok = load_causal_lm(model)
+            model, loaded_tok = load_causal_lm(model, revision=revision,
+                                               allow_bin_weights=allow_bin_weights)
             tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
             raise InvalidArgumentError("CausalLMPolicy needs the model's tokenizer")

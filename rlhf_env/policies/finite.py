@@ -18,6 +18,11 @@ from rlhf_env.policies.base import Policy, register_policy_class
 __all__ = ["Catalog", "FinitePolicy", "TabularPolicy", "LogLinearPolicy"]
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class Catalog:
     """The prompts and the candidate responses of a finite-action bandit.
 
@@ -44,8 +49,8 @@ class Catalog:
         except (KeyError, TypeError):
             bad = next(p for p in prompts if not isinstance(p, str) or p not in self._pid)
             raise InvalidActionError(
-                f"prompt {bad!r} is not one of the {len(self.prompts)} prompts of this bandit."
-                + (closest(bad, self.prompts) if isinstance(bad, str) else "")
+                f"prompt {_short(bad)} is not one of the {len(self.prompts)} prompts of this bandit."
+                + (closest(bad, self.prompts) if isinstance(bad, str) and len(bad) < 200 else "")
             ) from None
 
     def response_ids(self, responses: Sequence[str]) -> np.ndarray:
@@ -57,9 +62,10 @@ class Catalog:
         except (KeyError, TypeError):
             bad = next(r for r in responses if not isinstance(r, str) or r not in self._rid)
             raise InvalidActionError(
-                f"response {bad!r} is not one of the {len(self.responses)} candidate responses "
+                f"response {_short(bad)} is not one of the {len(self.responses)} candidate responses "
                 f"({self.responses[0]!r} ... {self.responses[-1]!r})."
-                + (closest(bad, self.responses) if isinstance(bad, str) else "")
+                + (closest(bad, self.responses) if isinstance(bad, str) and len(bad) < 200
+                   else "")
             ) from None
 
     def to_config(self) -> dict[str, Any]:
