@@ -28,8 +28,8 @@ import numpy as np
 
 from rlhf_env.errors import InvalidArgumentError
 
-__all__ = ["RewardFn", "LengthFn", "OracleContext", "Labels", "Oracle", "sigmoid",
-           "finite_rewards"]
+__all__ = ["RewardFn", "LengthFn", "OracleContext", "Labels", "Choice", "Oracle", "sigmoid",
+           "finite_rewards", "word_count"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 """A reward function: ``r(prompts, responses)`` -> float array of shape ``(len(prompts),)``."""
@@ -49,7 +49,8 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _word_count(responses: Sequence[str]) -> np.ndarray:
+def word_count(responses: Sequence[str]) -> np.ndarray:
+    """The number of whitespace-separated words of each response, float64 ``(n,)``."""
     return np.array([len(r.split()) for r in responses], dtype=np.float64)
 
 
@@ -64,7 +65,7 @@ class OracleContext:
     """
 
     reward: RewardFn
-    length: LengthFn = _word_count
+    length: LengthFn = word_count
     name: str = "env"
 
 
@@ -125,6 +126,26 @@ class Labels:
         return len(self.preference)
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The exact answer probabilities of an oracle for n pairs, each as shown.
+
+    Attributes:
+        first: ``(n,)`` P(the first shown response is preferred, no tie).
+        tie: ``(n,)`` P(a tie).
+
+    P(the second is preferred) is :attr:`second` = 1 - first - tie.
+    """
+
+    first: np.ndarray
+    tie: np.ndarray
+
+    @property
+    def second(self) -> np.ndarray:
+        """``(n,)`` P(the second shown response is preferred, no tie)."""
+        return np.clip(1.0 - self.first - self.tie, 0.0, 1.0)
+
+
 class Oracle(ABC):
     """Answers preference queries (and reward queries) for a batch; see the module docstring.
 
@@ -142,6 +163,15 @@ class Oracle(ABC):
     def label(self, prompts: Sequence[str], responses_1: Sequence[str],
               responses_2: Sequence[str], rng: np.random.Generator) -> Labels:
         """Label ``n`` pairs (one per prompt) in one call, drawing only from ``rng``."""
+
+    def choice_probabilities(self, prompts: Sequence[str], responses_1: Sequence[str],
+                             responses_2: Sequence[str]) -> Choice | None:
+        """The exact probabilities of this oracle's answers for ``n`` pairs as shown, or None
+        when it does not know them in closed form (the default: a remote service, a person).
+
+        :func:`rlhf_env.oracles.report` compares measured label frequencies with them.
+        """
+        return None
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Rewards of ``n`` responses, float64 ``(n,)`` (reward feedback)."""

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.oracles.base import Labels, Oracle, OracleContext, RewardFn, finite_rewards, sigmoid
+from rlhf_env.oracles.base import (
+    Choice,
+    Labels,
+    Oracle,
+    OracleContext,
+    RewardFn,
+    finite_rewards,
+    sigmoid,
+)
 
 __all__ = ["BradleyTerry", "RewardModelOracle"]
 
@@ -88,6 +96,13 @@ class BradleyTerry(Oracle):
         r = self.rewards(list(prompts) * 2, list(responses_1) + list(responses_2))
         u = rng.random(n)  # one uniform per query, in every mode, so streams stay aligned
         return Labels.from_answers(responses_1, responses_2, u < self.probability(r[:n], r[n:]))
+
+    def choice_probabilities(self, prompts: Sequence[str], responses_1: Sequence[str],
+                             responses_2: Sequence[str]) -> Choice:
+        """P(first preferred) of each pair from :meth:`probability`; a BT oracle never ties."""
+        n = len(prompts)
+        r = self.rewards(list(prompts) * 2, list(responses_1) + list(responses_2))
+        return Choice(self.probability(r[:n], r[n:]), np.zeros(n))
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return self.rewards(prompts, responses)
