@@ -7,16 +7,16 @@
 
 ``agents.make(name, env, **overrides)`` takes the agent's hyperparameters from
 ``zoo_configs/<name>.yml`` (the ``default`` entry, then the env's kind, then the env's
-id) and applies ``overrides`` last, exactly as the zoo does.
+id) and applies ``overrides`` last, exactly as the zoo does. The agents themselves (and
+torch) load on first use, so ``rlhf-zoo --help`` answers at once.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from agents import algorithms  # noqa: F401  (registers the agents)
 from agents.base import AGENTS, AgentConfig, register_agent
-from agents.loop import Agent
 from rlhf_env.errors import UnknownEnvError, closest
 
 __all__ = ["make", "list_agents", "get", "Agent", "AgentConfig", "register_agent",
@@ -27,20 +27,36 @@ class UnknownAgentError(UnknownEnvError):
     """An agent name that is not registered."""
 
 
-def get(name: str) -> type[Agent]:
+def _registered() -> dict[str, type]:
+    importlib.import_module("agents.algorithms")  # registers every agent (once)
+    return AGENTS
+
+
+def get(name: str) -> Any:
     """The agent class registered as ``name``."""
-    if not isinstance(name, str) or name not in AGENTS:
+    agents = _registered()
+    if not isinstance(name, str) or name not in agents:
         raise UnknownAgentError(
-            f"no agent named {name!r}.{closest(str(name), AGENTS)} Agents: {', '.join(list_agents())}."
+            f"no agent named {name!r}.{closest(str(name), agents)} Agents: {', '.join(list_agents())}."
         )
-    return AGENTS[name]
+    return agents[name]
 
 
-def make(name: str, env: Any, **hparams: Any) -> Agent:
+def make(name: str, env: Any, **hparams: Any) -> Any:
     """Build agent ``name`` on ``env``: zoo config for the env, then ``hparams`` (checked)."""
     return get(name)(env, **hparams)
 
 
 def list_agents() -> list[str]:
     """Registered agent names, sorted."""
-    return sorted(AGENTS)
+    return sorted(_registered())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Agent":
+        from agents.loop import Agent
+
+        return Agent
+    if name == "algorithms":
+        return importlib.import_module("agents.algorithms")
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

@@ -237,6 +237,31 @@ class RunLogger:
         if self.writer is not None:
             self.writer.add_text(tag, text)
 
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's hyperparameters and final metrics in TensorBoard's HPARAMS tab (written
+        into this run's own event file, so runs compare side by side)."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}{k}.", v)
+            elif isinstance(value, (bool, int, float, str)):
+                flat[prefix[:-1]] = value
+            elif value is not None:
+                flat[prefix[:-1]] = str(value)
+
+        walk("", config)
+        exp, ssi, sei = hparams(flat, {k: float(v) for k, v in metrics.items()})
+        for summary in (exp, ssi, sei):
+            self.writer.file_writer.add_summary(summary)
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, float(v))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()

@@ -27,6 +27,7 @@ of every TensorBoard scalar the agent writes.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,6 +45,8 @@ from rlhf_env.errors import InvalidArgumentError
 from rlhf_env.policies import FinitePolicy, Policy, TabularPolicy, is_registered, load_policy
 
 __all__ = ["Agent", "Callback", "env_id_of"]
+
+log = logging.getLogger("agents")
 
 Callback = Callable[["Agent", dict[str, Any]], Any]
 """``callback(agent, info)``, called after each round; return False to stop early."""
@@ -80,6 +83,8 @@ class Agent:
     Config: ClassVar[type[AgentConfig]] = AgentConfig
     description: ClassVar[str] = ""
     resumable: ClassVar[bool] = True
+    uses_offline_data: ClassVar[bool] = True
+    """Whether the agent learns from the env's offline pairs (they count as labels it used)."""
 
     def __init__(self, env: Any, **hparams: Any) -> None:
         self.env = env
@@ -148,6 +153,12 @@ class Agent:
         return int(ss.generate_state(1, np.uint32)[0])
 
     @property
+    def offline_labels_used(self) -> int:
+        """Offline pairs this agent learns from (0 when it ignores the offline data)."""
+        ds = self.instance.offline_dataset
+        return len(ds) if self.uses_offline_data and ds is not None else 0
+
+    @property
     def queries_spent(self) -> int:
         """Labels this agent paid for (in this session)."""
         return self.collector.spent
@@ -192,6 +203,8 @@ class Agent:
                              "oracle/queries_used": self.instance.queries_used, **metrics},
                             self.global_step)
             bar.set_postfix(queries=self.instance.queries_used)
+            log.info("%s round %d/%d: %d pairs paid so far, %d queries used", self.name, t + 1,
+                     rounds, len(self.data), self.instance.queries_used)
             info = {"iteration": t, "pairs": len(self.data), **metrics}
             if callback is not None and callback(self, info) is False:
                 break

@@ -43,8 +43,12 @@ def main(argv=None) -> dict[str, float]:
           f"dropped while parsing: {u.data_report['dropped']}")
     agent = agents.make(args.agent, env, num_train_epochs=args.epochs, rpo_alpha=1.0)
     agent.learn()
-    m = rlhf_env.evaluate(agent.policy, env, n_samples=2, best_of_n=())
-    print({k: round(v, 4) for k, v in m.items() if not k.endswith("_stderr")})
+    # the same prompts and samples for both, so the difference is the agent's
+    ref = rlhf_env.evaluate(u.reference, env, n_samples=2, best_of_n=(), seed=0)
+    m = rlhf_env.evaluate(agent.policy, env, n_samples=2, best_of_n=(), seed=0)
+    print(f"{'':>12} {'pi0':>10} {args.agent:>10}")
+    for k in ("objective", "gold_reward", "kl", "win_rate", "mean_length"):
+        print(f"{k:>12} {ref[k]:>10.4f} {m[k]:>10.4f}   (± {m[k + '_stderr']:.4f})")
     return m
 
 

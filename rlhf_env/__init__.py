@@ -6,10 +6,13 @@
     pi_star = rlhf_env.judge(env).optimal_policy()   # the privileged side: evaluation only
 
 Importing the package registers the env ids (with Gymnasium too, as
-``rlhf_env/<id>``) and loads no transformers or datasets code.
+``rlhf_env/<id>``) and loads no torch, transformers or datasets code: the
+attributes below that need them load on first use.
 """
 
-from rlhf_env.core import RLHFEnv, RLHFVectorEnv
+import importlib
+from typing import Any
+
 from rlhf_env.errors import (
     DataError,
     InvalidActionError,
@@ -20,14 +23,27 @@ from rlhf_env.errors import (
     RLHFEnvError,
     UnknownEnvError,
 )
-from rlhf_env.evaluation import evaluate
-from rlhf_env.instance import ProblemInstance
-from rlhf_env.judging import Judge, judge
-from rlhf_env.oracles import BradleyTerry, Oracle, QueryLedger
-from rlhf_env.policies import Catalog, LogLinearPolicy, Policy, TabularPolicy, load_policy
 from rlhf_env.registration import EnvSpec, list_envs, make, make_vec, register, spec
 
 __version__ = "0.2.0"
+
+_LAZY = {
+    "RLHFEnv": "rlhf_env.core", "RLHFVectorEnv": "rlhf_env.core",
+    "evaluate": "rlhf_env.evaluation", "ProblemInstance": "rlhf_env.instance",
+    "Judge": "rlhf_env.judging", "judge": "rlhf_env.judging",
+    "BradleyTerry": "rlhf_env.oracles", "Oracle": "rlhf_env.oracles",
+    "QueryLedger": "rlhf_env.oracles", "Policy": "rlhf_env.policies",
+    "Catalog": "rlhf_env.policies", "TabularPolicy": "rlhf_env.policies",
+    "LogLinearPolicy": "rlhf_env.policies", "load_policy": "rlhf_env.policies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlhf_env' has no attribute {name!r}")
 
 __all__ = [
     "make", "make_vec", "register", "spec", "list_envs", "EnvSpec", "evaluate", "judge",
@@ -47,6 +63,16 @@ register(
     "rlhf_env.envs.linear_bt:LinearBTEnv",
     kwargs={"behaviour": "narrow"},
     description="LinearBT with narrow offline coverage: the data rarely play what pi* plays.",
+)
+register(
+    "LinearBT-Explore-v0",
+    "rlhf_env.envs.linear_bt_explore:LinearBTExploreEnv",
+    description="LinearBT where pi* plays responses pi0 rarely samples: exploration decides.",
+)
+register(
+    "LinearBT-Coverage-v0",
+    "rlhf_env.envs.linear_bt_coverage:LinearBTCoverageEnv",
+    description="LinearBT whose offline data never cover a trap direction: pessimism decides.",
 )
 register(
     "TinyInstruct-v0",

@@ -47,12 +47,14 @@ def test_hh_rlhf(hh_dir):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
 def test_compare_in_tensorboard(tmp_path):
-    env = {**os.environ, "AGENTS": "reference dpo", "TB_DIR": str(tmp_path / "tb"),
-           "RUNS_DIR": str(tmp_path / "runs"), "EXTRA": "--hyperparams eval_every=0",
+    env = {**os.environ, "AGENTS": "reference dpo", "RUNS_DIR": str(tmp_path / "runs"),
+           "EXTRA": "--hyperparams eval_every=0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run(["bash", str(EXAMPLES / "compare_in_tensorboard.sh"), "LinearBT-v0", "1"],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "tensorboard --logdir" in out.stdout
-    for agent in ("reference", "dpo"):
-        assert any((tmp_path / "tb/LinearBT-v0" / agent / "seed0").glob("events.out.tfevents.*"))
+    script = ["bash", str(EXAMPLES / "compare_in_tensorboard.sh"), "LinearBT-v0", "1"]
+    for _ in range(2):  # the second time the runs exist: there is still everything to compare
+        out = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert f"tensorboard --logdir {tmp_path / 'runs'}/LinearBT-v0" in out.stdout
+        for agent in ("reference", "dpo"):
+            run = tmp_path / "runs/LinearBT-v0" / agent / "seed0"
+            assert any((run / "tensorboard").glob("events.out.tfevents.*"))

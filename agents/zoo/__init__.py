@@ -5,10 +5,21 @@
     train_run(cfg, "runs")                                    # runs/LinearBT-v0/iterative_dpo/seed0
 """
 
-from agents.zoo.config import RunConfig, resolve
-from agents.zoo.run import evaluate_run, train_run
+from typing import Any
 
 __all__ = ["RunConfig", "resolve", "train_run", "evaluate_run", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RunConfig", "resolve"):
+        from agents.zoo import config
+
+        return getattr(config, name)
+    if name in ("train_run", "evaluate_run"):
+        from agents.zoo import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'agents.zoo' has no attribute {name!r}")
 
 
 def main(argv=None) -> int:  # noqa: ANN001 - thin re-export of the command's entry point

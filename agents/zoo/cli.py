@@ -1,14 +1,15 @@
-"""``rlhf-zoo`` (also ``python -m agents.zoo``): list, train, eval, leaderboard.
+"""rlhf-zoo (also python -m agents.zoo): list, train, eval, leaderboard.
 
     rlhf-zoo list
     rlhf-zoo train --env LinearBT-v0 --agent iterative_dpo --seed 0 [--hyperparams k=v ...]
     rlhf-zoo eval runs/LinearBT-v0/iterative_dpo/seed0
-    rlhf-zoo leaderboard --env LinearBT-v0 --seeds 3 --out leaderboards/LinearBT-v0
+    rlhf-zoo leaderboard --env LinearBT-v0 --seeds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import signal
 import sys
@@ -16,57 +17,97 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf_env.errors import RLHFEnvError
+__all__ = ["main", "build_parser", "console"]
 
-__all__ = ["main", "build_parser"]
+_EPILOG = """\
+Values after --hyperparams, --env-kwargs and --eval-kwargs are read as YAML:
+3, 0.1, true, [2.0, 1.0], {n_samples: 4}. Nested settings take dots:
+--hyperparams reward_model.steps=400.
+
+Outside a terminal (CI, nohup, a pipe) every finished round and run prints one
+line; -v prints more, -q only errors."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="env id (rlhf-zoo list shows them)")
+    p.add_argument("--env", required=True,
+                   help="a registered env id, e.g. LinearBT-v0 (rlhf-zoo list shows them)")
     p.add_argument("--setting", choices=("offline", "online", "hybrid"), default=None,
                    help="override the config's setting")
+    p.add_argument("--oracle", default=None, metavar="PRESET",
+                   help="the training oracle: a preset name (bt, gao-argmax, coste-flip25, "
+                        "alpacafarm, human-like); evaluation always uses the clean gold reward")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="K=V",
                    help="keyword arguments to rlhf_env.make (values read as YAML)")
-    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR",
+                   help="where run folders go (default: runs)")
     p.add_argument("--tensorboard-log", default=None, metavar="DIR",
                    help="also write TensorBoard events to DIR/<env>/<agent>/seed<S>")
-    p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing run folders (only folders this tool made)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlhf-zoo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="env ids and agents, with one-line descriptions")
+    from rlhf_env import __version__
 
-    t = sub.add_parser("train", help="train one agent on one env with one seed")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="rlhf-zoo", formatter_class=fmt, epilog=_EPILOG,
+        description="The rlhf_env agent zoo: train agents, evaluate runs, build leaderboards.")
+    parser.add_argument("--version", action="version", version=f"rlhf-zoo {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more messages (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only, no bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="env ids and agents, with one-line descriptions",
+                   description="Env ids and agents, with one-line descriptions.")
+
+    t = sub.add_parser("train", formatter_class=fmt, epilog=_EPILOG,
+                       help="train one agent on one env with one seed",
+                       description="Train one agent on one env with one seed, into "
+                                   "RUNS_DIR/<env>/<agent>/seed<S>.")
     _common(t)
-    t.add_argument("--agent", required=True)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--agent", required=True, help="an agent name (rlhf-zoo list shows them)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the problem instance and the agent (default 0)")
     t.add_argument("--hyperparams", nargs="*", default=[], metavar="K=V",
-                   help="override the agent's config (values read as YAML)")
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+                   help="override the agent's zoo config (values read as YAML)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run; labels it paid for are not bought again")
 
-    e = sub.add_parser("eval", help="re-evaluate a stored run")
-    e.add_argument("run_dir")
+    e = sub.add_parser("eval", help="re-evaluate a stored run",
+                       description="Re-evaluate the policy stored in a run folder and rewrite "
+                                   "its eval.json.")
+    e.add_argument("run_dir", help="a run folder, e.g. runs/LinearBT-v0/dpo/seed0")
     e.add_argument("--eval-kwargs", nargs="*", default=[], metavar="K=V",
-                   help="options to rlhf_env.evaluate (sampled envs)")
+                   help="options to rlhf_env.evaluate (sampled envs only: n_samples, "
+                        "n_prompts, seed, temperature, best_of_n)")
 
-    lb = sub.add_parser("leaderboard", help="train or reuse runs over seeds; table and plots")
+    lb = sub.add_parser("leaderboard", formatter_class=fmt, epilog=_EPILOG,
+                        help="train or reuse runs over seeds; table, JSON and plots",
+                        description="Train (or reuse) every (agent, seed) run, then write a "
+                                    "table, a JSON file and plots.")
     _common(lb)
-    lb.add_argument("--agents", default="all", help="'all' or a comma-separated list")
+    lb.add_argument("--agents", default="all",
+                    help="'all' (every agent with a zoo config entry for the env) or a "
+                         "comma-separated list")
     lb.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    lb.add_argument("--out", default=None, help="output folder (default leaderboards/<env>)")
+    lb.add_argument("--out", default=None, metavar="DIR",
+                    help="output folder (default RUNS_DIR/leaderboards/<env>[-<oracle>])")
+    lb.add_argument("--workers", type=int, default=1,
+                    help="run jobs in parallel on a local Ray instance with this many workers "
+                         "(needs the 'distributed' extra)")
+    lb.add_argument("--address", default=None,
+                    help="attach to an existing Ray cluster ('auto' or ray://host:port)")
     return parser
 
 
 def _list() -> None:
     import agents
     import rlhf_env
-    from rlhf_env.registration import spec
 
     print("Environments:")
     for env_id in rlhf_env.list_envs():
-        print(f"  {env_id:<22} {spec(env_id).description}")
+        print(f"  {env_id:<22} {rlhf_env.spec(env_id).description}")
     print("\nAgents:")
     for name in agents.list_agents():
         print(f"  {name:<22} {agents.get(name).description}")
@@ -79,6 +120,11 @@ def _print_summary(result: dict[str, Any]) -> None:
         if k in result:
             print(f"  {k:<18} {result[k]:.4f}" if isinstance(result[k], float)
                   else f"  {k:<18} {result[k]}")
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """tqdm bars: off with -q, else only on a terminal."""
+    return False if args.quiet else None
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
@@ -99,9 +145,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
         from agents.zoo.run import run_dir, train_run
 
         cfg = resolve(args.agent, args.env, args.seed, env_kwargs=env_kwargs, setting=args.setting,
+                      oracle=args.oracle,
                       hyperparams=parse_overrides(args.hyperparams, "--hyperparams"))
         result = train_run(cfg, args.runs_dir, resume=args.resume, overwrite=args.overwrite,
-                           tensorboard_log=args.tensorboard_log, command=command)
+                           tensorboard_log=args.tensorboard_log, command=command,
+                           progress=_progress(args))
         print(f"{run_dir(args.runs_dir, args.env, args.agent, args.seed)}:")
         _print_summary(result)
         return 0
@@ -109,21 +157,26 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from agents.zoo.leaderboard import agent_names, run_leaderboard, write_leaderboard
     from rlhf_env.errors import InvalidArgumentError
 
-    rlhf_env.spec(args.env)
+    env_id = rlhf_env.spec(args.env).id
     if args.seeds < 1:
         raise InvalidArgumentError(f"--seeds must be >= 1 (seeds 0..N-1), got {args.seeds}")
-    names = agent_names(args.agents, args.env)
+    if args.workers < 1:
+        raise InvalidArgumentError(f"--workers must be >= 1, got {args.workers}")
+    names = agent_names(args.agents, env_id)
     if not names:
         raise InvalidArgumentError(
-            f"no agent has an entry for {args.env} in zoo_configs/; name them with "
-            "--agents a,b (they run with their 'default' entry)")
-    out = Path(args.out or Path("leaderboards") / args.env)
+            f"no agent has an entry for {env_id} in zoo_configs/; name them with --agents a,b "
+            "(they run with their 'default' entry)")
+    suffix = f"-{args.oracle}" if args.oracle else ""
+    out = Path(args.out or Path(args.runs_dir) / "leaderboards" / f"{env_id}{suffix}")
     results, failures = run_leaderboard(
-        args.env, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,
-        setting=args.setting, overwrite=args.overwrite, tensorboard_log=args.tensorboard_log,
-        command=command)
+        env_id, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,
+        setting=args.setting, oracle=args.oracle, overwrite=args.overwrite,
+        tensorboard_log=args.tensorboard_log, command=command, progress=_progress(args),
+        workers=args.workers, address=args.address)
     if any(results.values()):
-        report = write_leaderboard(args.env, results, out, runs=args.runs_dir, command=command)
+        report = write_leaderboard(env_id, results, out, runs=args.runs_dir, command=command,
+                                   oracle=args.oracle)
         print(report["table"])
         print(f"\nwrote {out / 'leaderboard.md'}, {out / 'leaderboard.json'} and "
               + ", ".join(Path(f).name for f in report["figures"]))
@@ -136,12 +189,37 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _logging(args: argparse.Namespace) -> None:
+    """Lines for runs and builds when not on a terminal (bars show there instead)."""
+    from rlhf_env.progress import on_terminal
+
+    if args.quiet:
+        level = logging.ERROR
+    elif args.verbose >= 2:
+        level = logging.DEBUG
+    elif args.verbose or not on_terminal():
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in ("rlhf_env", "agents"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a user error or failed runs, 130 interrupted)."""
+    from rlhf_env.errors import RLHFEnvError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    _logging(args)
     command = "rlhf-zoo " + shlex.join(argv)
-    previous = signal.signal(signal.SIGTERM, _sigterm)  # kill -> the ledger records the session
+    previous = signal.signal(signal.SIGTERM, _sigterm)  # kill -> the session is recorded
     try:
         return _run(args, command)
     except KeyboardInterrupt:
@@ -160,4 +238,3 @@ def console() -> None:
 
 if __name__ == "__main__":
     console()
-

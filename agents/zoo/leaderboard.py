@@ -1,28 +1,36 @@
 """Multi-seed leaderboards: train (or reuse) runs, then a table, a JSON file and plots.
 
-Every entry is the mean over seeds with a 95% confidence interval
-(:mod:`agents.zoo.stats`); one-seed entries have no interval.
+Every entry is the mean over seeds with a 95% t-interval; beside it, the paired
+comparisons of :mod:`agents.zoo.stats` — each agent's per-seed difference to pi0 and to
+the best agent (a seed changes the whole instance, so only paired intervals separate
+agents), the interquartile mean with its bootstrap interval, and the probability of
+improvement over pi0. Every row states the labels the agent used (offline pairs it
+learned from plus queries it paid for).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from agents.zoo.config import resolve
+from agents.zoo.config import RunConfig, resolve
 from agents.zoo.run import run_dir, train_run
-from agents.zoo.stats import METRICS, aggregate
+from agents.zoo.stats import METRICS, aggregate, comparisons, score_key
 
-__all__ = ["ORDER", "agent_names", "run_leaderboard", "table", "write_leaderboard"]
+__all__ = ["ORDER", "agent_names", "plan_jobs", "run_leaderboard", "table", "write_leaderboard"]
+
+log = logging.getLogger("agents")
 
 # canonical row order when ``--agents all``: anchors, offline, online, theory, PPO
-ORDER = ("reference", "best_of_n", "dpo", "rso", "multi_step_rso", "iterative_dpo",
-         "mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "ppo")
+ORDER = ("reference", "best_of_n", "dpo", "dpo_pi0", "rso", "multi_step_rso", "iterative_dpo",
+         "mle_gibbs", "mle_gibbs_pi0", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "ppo")
+
+
 def agent_names(spec: str, env_id: str) -> list[str]:
     """``"all"``: every agent whose config file has an entry for ``env_id`` (as in
     rl-baselines3-zoo; the theory agents and PPO have none for language envs), in
@@ -39,28 +47,84 @@ def agent_names(spec: str, env_id: str) -> list[str]:
     return names
 
 
+def plan_jobs(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
+              env_kwargs: dict[str, Any] | None = None, setting: str | None = None,
+              oracle: str | None = None) -> list[RunConfig]:
+    """Every (agent, seed) run config, resolved and checked before any job starts."""
+    return [resolve(a, env_id, s, env_kwargs=env_kwargs, setting=setting, oracle=oracle)
+            for a in names for s in seeds]
+
+
+def _line(i: int, n: int, cfg: RunConfig, result: dict[str, Any] | None, wall: float,
+          error: str | None = None) -> str:
+    what = f"[{i}/{n}] {cfg.agent} seed {cfg.seed}"
+    if error is not None:
+        return f"{what} failed after {wall:.1f} s: {error}"
+    key = "normalized_score" if "normalized_score" in result else "objective"
+    return f"{what} done in {wall:.1f} s: {key} {result[key]:.4f}"
+
+
 def run_leaderboard(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
                     runs: str | Path = "runs", env_kwargs: dict[str, Any] | None = None,
-                    setting: str | None = None, overwrite: bool = False,
-                    tensorboard_log: str | Path | None = None, progress: bool | None = None,
-                    command: str = "") -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Train every (agent, seed) that has no finished run; returns (results, failures)."""
+                    setting: str | None = None, oracle: str | None = None,
+                    overwrite: bool = False, tensorboard_log: str | Path | None = None,
+                    progress: bool | None = None, command: str = "", workers: int = 1,
+                    address: str | None = None
+                    ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Train every (agent, seed) that has no finished run; returns (results, failures).
+
+    With ``workers > 1`` or an ``address`` the jobs run as Ray tasks
+    (:mod:`agents.zoo.distributed`); the results are the same.
+    """
+    jobs = plan_jobs(env_id, names, seeds, env_kwargs=env_kwargs, setting=setting,
+                     oracle=oracle)
     results: dict[str, list[dict[str, Any]]] = {a: [] for a in names}
     failures: list[str] = []
-    jobs = [(a, s) for a in names for s in seeds]
-    bar = tqdm(jobs, desc=f"leaderboard {env_id}", disable=None if progress is None else not progress)
-    for a, s in bar:
-        bar.set_postfix(agent=a, seed=s)
-        cfg = resolve(a, env_id, s, env_kwargs=env_kwargs, setting=setting)
+    if workers > 1 or address is not None:
+        from agents.zoo.distributed import run_jobs
+
+        outcomes = run_jobs(jobs, runs=str(runs), overwrite=overwrite,
+                            tensorboard_log=tensorboard_log, command=command, workers=workers,
+                            address=address, progress=progress)
+    else:
+        outcomes = _run_sequential(jobs, runs, overwrite, tensorboard_log, command, progress)
+    for cfg, result, error in outcomes:
+        if error is None:
+            results[cfg.agent].append(result)
+        else:
+            failures.append(f"{cfg.agent} seed {cfg.seed} "
+                            f"({run_dir(runs, cfg.env_id, cfg.agent, cfg.seed)}): {error}")
+    for a in results:  # the same order whatever order the jobs finished in
+        results[a].sort(key=lambda r: r["seed"])
+    return results, failures
+
+
+def _run_sequential(jobs: list[RunConfig], runs: str | Path, overwrite: bool,
+                    tensorboard_log: str | Path | None, command: str,
+                    progress: bool | None) -> list[tuple[RunConfig, Any, str | None]]:
+    from rlhf_env.progress import bar
+
+    out: list[tuple[RunConfig, Any, str | None]] = []
+    # no ETA: runs of one leaderboard differ in length by orders of magnitude
+    pbar = bar(total=len(jobs), desc="leaderboard", enabled=progress, leave=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}]")
+    for i, cfg in enumerate(jobs, start=1):
+        pbar.set_postfix_str(f"{cfg.agent} seed {cfg.seed}")
+        start = time.perf_counter()
         try:
-            results[a].append(train_run(cfg, runs, resume=not overwrite, overwrite=overwrite,
-                                        tensorboard_log=tensorboard_log, progress=False,
-                                        command=command))
+            result = train_run(cfg, runs, resume=not overwrite, overwrite=overwrite,
+                               tensorboard_log=tensorboard_log, progress=False, command=command)
+            out.append((cfg, result, None))
+            log.info(_line(i, len(jobs), cfg, result, time.perf_counter() - start))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # report every failing run, then exit non-zero
-            failures.append(f"{a} seed {s} ({run_dir(runs, env_id, a, s)}): {type(e).__name__}: {e}")
-    return results, failures
+            error = f"{type(e).__name__}: {e}"
+            out.append((cfg, None, error))
+            log.warning(_line(i, len(jobs), cfg, None, time.perf_counter() - start, error))
+        pbar.update(1)
+    pbar.close()
+    return out
 
 
 def _cell(m: dict[str, Any] | None, digits: int) -> str:
@@ -72,20 +136,38 @@ def _cell(m: dict[str, Any] | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {m['ci95']:.{digits}f}"
 
 
-def table(agg: dict[str, dict[str, Any]]) -> str:
-    """A markdown table, best objective first."""
+def _interval(p: dict[str, Any] | None) -> str:
+    if not p or math.isnan(p["mean"]):
+        return "–"
+    if math.isnan(p["ci95"]):
+        return f"{p['mean']:+.3f}"
+    mark = " ✓" if p["low"] > 0 else (" ✗" if p["high"] < 0 else "")
+    return f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]{mark}"
+
+
+def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) -> str:
+    """A markdown table, best score first, with the paired comparisons when given."""
+    key = score_key(agg)
     cols = [(k, t, d) for k, t, d in METRICS if any(k in e for e in agg.values())]
-    lines = ["| agent | seeds | " + " | ".join(t for _, t, _ in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
-    for a in sorted(agg, key=lambda a: -agg[a]["objective"]["mean"]):
+    extra = (["vs pi0 (paired)", "vs best (paired)", "IQM [95%]"] if comp else [])
+    lines = ["| agent | seeds | " + " | ".join([t for _, t, _ in cols] + extra) + " |",
+             "|---|---|" + "---|" * (len(cols) + len(extra))]
+    for a in sorted(agg, key=lambda a: -agg[a][key]["mean"]):
         e = agg[a]
-        lines.append(f"| {a} | {len(e['seeds'])} | "
-                     + " | ".join(_cell(e.get(k), d) for k, _, d in cols) + " |")
+        cells = [_cell(e.get(k), d) for k, _, d in cols]
+        if comp:
+            c = comp["agents"][a]
+            q = c["iqm"]
+            cells += [_interval(c.get("vs_reference")),
+                      "best" if a == comp["best"] else _interval(c.get("vs_best")),
+                      f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"]
+        lines.append(f"| {a} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out: str | Path,
-                      *, runs: str | Path = "runs", command: str = "") -> dict[str, Any]:
+                      *, runs: str | Path = "runs", command: str = "",
+                      oracle: str | None = None) -> dict[str, Any]:
     """Write ``leaderboard.md``, ``leaderboard.json`` and the PNG plots into ``out``."""
     from agents.zoo import plots
 
@@ -94,17 +176,25 @@ def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out
     agg = aggregate(results)
     if not agg:
         raise RuntimeError("no finished runs to put on the leaderboard")
+    comp = comparisons(agg)
     seeds = sorted({s for e in agg.values() for s in e["seeds"]})
-    md = table(agg)
-    figs = plots.make_all(env_id, agg, results, out, runs=runs)
-    text = [f"# Leaderboard: {env_id}", "",
-            f"Mean ± 95% confidence interval (t) over seeds {seeds}; exact metrics on exact "
-            "envs, Monte Carlo estimates on the held-out prompts otherwise. Objective "
-            "J = gold reward − eta · KL.", "", md, ""]
+    md = table(agg, comp)
+    title = f"{env_id}, oracle {oracle or 'bt'}"
+    figs = plots.make_all(title, env_id, agg, comp, results, out, runs=runs)
+    key = comp["score"]
+    text = [f"# Leaderboard: {title}", "",
+            f"Mean ± 95% t-interval over seeds {seeds}; exact metrics on exact envs, Monte Carlo "
+            "estimates on the held-out prompts otherwise. Objective J = gold reward − eta · KL; "
+            "labels = offline pairs the agent learned from + queries it paid for. "
+            f"'vs pi0' and 'vs best' are the mean per-seed difference in {key} with its 95% "
+            "t-interval (✓: above 0, ✗: below 0); IQM is the interquartile mean over seeds with "
+            "a percentile-bootstrap interval.", "", md, ""]
     if command:
         text += ["Made by:", "", f"    {command}", ""]
     text += [f"![{f.stem}]({f.name})" for f in figs]
     (out / "leaderboard.md").write_text("\n".join(text) + "\n")
     (out / "leaderboard.json").write_text(json.dumps(
-        {"env_id": env_id, "seeds": seeds, "command": command, "agents": agg}, indent=1))
-    return {"table": md, "aggregate": agg, "figures": [str(f) for f in figs]}
+        {"env_id": env_id, "oracle": oracle or "bt", "seeds": seeds, "command": command,
+         "agents": agg, "comparisons": comp}, indent=1, default=str))
+    return {"table": md, "aggregate": agg, "comparisons": comp,
+            "figures": [str(f) for f in figs]}

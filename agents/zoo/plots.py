@@ -1,5 +1,17 @@
-"""Leaderboard plots (matplotlib, Agg): metrics with intervals, reward against KL, objective
-against queries spent."""
+"""Leaderboard plots (matplotlib, Agg), made to separate agents despite instance variance.
+
+* ``scores.png``: each agent's score per seed (dots) and mean (bar), pi0 at 0 and pi* at 1
+  where the score is normalized;
+* ``paired.png``: each agent's per-seed difference to pi0 with its 95% t-interval, the IQM
+  with its bootstrap interval, and the probability of improving on pi0;
+* ``reward_vs_kl.png``: gold reward against KL, per seed *relative to that seed's pi** (exact
+  envs) or to pi0 (sampled envs), so instances line up; best-of-n of pi0 and pi* marked;
+* ``score_vs_labels.png``: score against the labels used (offline + paid), the online agents'
+  curves over their rounds;
+* ``metrics.png``: the other metrics per seed.
+
+Every agent has its own colour *and* marker, for any number of agents.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +23,9 @@ import numpy as np
 
 from agents.zoo.run import run_dir
 
-__all__ = ["make_all"]
+__all__ = ["make_all", "style"]
+
+_MARKERS = "osD^vP*Xhp<>"
 
 
 def _plt() -> Any:
@@ -23,130 +37,202 @@ def _plt() -> Any:
     return plt
 
 
-def _order(agg: dict[str, dict[str, Any]]) -> list[str]:
-    return sorted(agg, key=lambda a: agg[a]["objective"]["mean"])  # best at the top of a barh
-
-
-def _err(m: dict[str, Any]) -> float:
-    return 0.0 if math.isnan(m["ci95"]) else m["ci95"]
-
-
-def metrics_plot(env_id: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
-    from agents.zoo.stats import METRICS
-
+def style(i: int) -> dict[str, Any]:
+    """Colour and marker of the i-th agent: distinct pairs for up to 120 agents."""
     plt = _plt()
-    cols = [(k, t) for k, t, _ in METRICS if any(k in e for e in agg.values())]
-    names = _order(agg)
-    ncol = min(4, len(cols))
-    nrow = math.ceil(len(cols) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 0.35 * len(names) * nrow + 1.6 * nrow),
-                             squeeze=False)
-    for ax, (key, title) in zip(axes.flat, cols):
-        ms = [agg[a].get(key) for a in names]
-        y = np.arange(len(names))
-        ax.barh(y, [m["mean"] if m else 0 for m in ms], xerr=[_err(m) if m else 0 for m in ms],
-                color="#4C72B0", ecolor="black", capsize=3)
-        ax.set_yticks(y, names if ax in axes[:, 0] else [""] * len(names))
-        ax.set_title(title)
-        ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[len(cols):]:
-        ax.axis("off")
-    fig.suptitle(f"{env_id}: mean and 95% interval over seeds")
+    return {"color": plt.get_cmap("tab10")(i % 10), "marker": _MARKERS[(i // 10 + i) % 12]}
+
+
+def _order(agg: dict[str, dict[str, Any]], key: str) -> list[str]:
+    return sorted(agg, key=lambda a: agg[a][key]["mean"])  # best at the top of a barh
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
-def reward_kl_plot(env_id: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Each agent at (KL, gold reward) with intervals; pi0; pi* where known; best-of-n of pi0."""
+def scores_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
+                path: Path) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    ref_entry = agg.get("reference") or next(iter(agg.values()))
-    ns = sorted(int(k.split("/")[0][8:]) for k in ref_entry if k.startswith("best_of_")
+    key = comp["score"]
+    names = _order(agg, key)
+    colours = {a: style(i) for i, a in enumerate(sorted(agg))}
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(names) + 1.6))
+    for y, a in enumerate(names):
+        e = agg[a][key]
+        half = 0.0 if math.isnan(e["ci95"]) else e["ci95"]
+        ax.barh(y, e["mean"], xerr=half, color=colours[a]["color"], alpha=0.35, capsize=3)
+        ax.scatter(e["values"], [y] * len(e["values"]), s=22, zorder=3, edgecolor="black",
+                   linewidth=0.5, **colours[a])
+    ax.set_yticks(range(len(names)), names)
+    ax.axvline(0, color="black", lw=1, label="pi0")
+    if key == "normalized_score":
+        ax.axvline(1, color="red", lw=1.5, ls="--", label="pi* (Gibbs optimum)")
+    ax.set_xlabel(key.replace("_", " ") + " (dots: seeds; bar: mean ± 95% t-interval)")
+    ax.set_title(f"{title}: score per seed")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def paired_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
+                path: Path) -> Path | None:
+    names = [a for a in _order(agg, comp["score"]) if "vs_reference" in comp["agents"][a]]
+    if not names:
+        return None
+    plt = _plt()
+    colours = {a: style(i) for i, a in enumerate(sorted(agg))}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.42 * len(names) + 1.8), sharey=True)
+    for y, a in enumerate(names):
+        c = comp["agents"][a]
+        d, q, p = c["vs_reference"], c["iqm"], c["improvement_over_reference"]
+        half = 0.0 if math.isnan(d["ci95"]) else d["ci95"]
+        axes[0].errorbar(d["mean"], y, xerr=half, capsize=3, linestyle="none", **colours[a])
+        axes[1].errorbar(q["iqm"], y, xerr=[[q["iqm"] - q["low"]], [q["high"] - q["iqm"]]],
+                         capsize=3, linestyle="none", **colours[a])
+        axes[2].errorbar(p["p"], y, xerr=[[p["p"] - p["low"]], [p["high"] - p["p"]]],
+                         capsize=3, linestyle="none", **colours[a])
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].axvline(0, color="black", lw=1)
+    axes[0].set_xlabel(f"{comp['score']} − pi0's, per seed (mean, 95% t)")
+    axes[1].set_xlabel(f"IQM of {comp['score']} (95% bootstrap)")
+    axes[2].axvline(0.5, color="black", lw=1)
+    axes[2].set_xlabel("P(agent > pi0) over runs (95% bootstrap)")
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{title}: paired comparisons")
+    return _save(fig, path)
+
+
+def reward_kl_plot(title: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Gold reward against KL, per seed relative to that seed's pi* (or pi0)."""
+    plt = _plt()
+    ref = agg.get("reference") or next(iter(agg.values()))
+    exact = "optimal/kl" in ref
+    base_kl = ref["optimal/kl"]["by_seed"] if exact else {s: 0.0 for s in ref["gold_reward"]["by_seed"]}
+    base_r = (ref["optimal/gold_reward"]["by_seed"] if exact else ref["gold_reward"]["by_seed"])
+    fig, ax = plt.subplots(figsize=(8, 5.8))
+    ns = sorted(int(k.split("/")[0][8:]) for k in ref if k.startswith("best_of_")
                 and k.endswith("/kl"))
     if ns:
-        kl = [ref_entry[f"best_of_{n}/kl"]["mean"] for n in ns]
-        gr = [ref_entry[f"best_of_{n}/gold_reward"]["mean"] for n in ns]
+        kl = [np.mean([ref[f"best_of_{n}/kl"]["by_seed"][s] - base_kl[s] for s in base_kl])
+              for n in ns]
+        gr = [np.mean([ref[f"best_of_{n}/gold_reward"]["by_seed"][s] - base_r[s]
+                       for s in base_r]) for n in ns]
         ax.plot(kl, gr, "-", color="gray", marker=".", label="best-of-n of pi0 (gold reward)")
         for n, x, y in zip(ns, kl, gr):
-            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                        color="gray")
-        ax.plot([kl[0]], [gr[0]], "ks", markersize=8, label="pi0")
-    if "optimal/kl" in ref_entry:
-        ax.plot([ref_entry["optimal/kl"]["mean"]], [ref_entry["optimal/gold_reward"]["mean"]],
-                "r*", markersize=16, label="pi* (Gibbs optimum)", zorder=5)
-    cmap = plt.get_cmap("tab10")
-    for i, a in enumerate(sorted(agg)):  # colour and marker together: distinct past 10 agents
-        e = agg[a]
-        ax.errorbar(e["kl"]["mean"], e["gold_reward"]["mean"], xerr=_err(e["kl"]),
-                    yerr=_err(e["gold_reward"]), fmt="osD^v"[i // 10 % 5], capsize=3,
-                    color=cmap(i % 10), label=a, alpha=0.85)
-    ax.set_xlabel("KL(pi || pi0)  [nats]")
-    ax.set_ylabel("gold reward")
-    ax.set_title(f"{env_id}: reward against KL (95% intervals over seeds)")
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7, color="gray")
+    if exact:
+        ax.plot([0], [0], "r*", markersize=18, label="pi* (each seed's)", zorder=6)
+    for i, a in enumerate(sorted(agg)):
+        e, st = agg[a], style(i)
+        seeds = [s for s in e["kl"]["by_seed"] if s in base_kl]
+        xs = np.array([e["kl"]["by_seed"][s] - base_kl[s] for s in seeds])
+        ys = np.array([e["gold_reward"]["by_seed"][s] - base_r[s] for s in seeds])
+        ax.scatter(xs, ys, s=14, alpha=0.35, color=st["color"], marker=st["marker"])
+        ax.errorbar(xs.mean(), ys.mean(), xerr=_half(xs), yerr=_half(ys), capsize=3,
+                    markersize=8, markeredgecolor="black", label=a, linestyle="none", **st)
+    where = "pi*'s" if exact else "pi0's"
+    ax.set_xlabel(f"KL(pi || pi0) − {where} on the same seed  [nats]")
+    ax.set_ylabel(f"gold reward − {where} on the same seed")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_title(f"{title}: reward against KL, per seed (small) and mean ± 95% (large)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.legend(fontsize=8, loc="best", ncol=2)
+    return _save(fig, path)
 
 
-def _curve(folder: Path) -> dict[float, float]:
+def _half(v: np.ndarray) -> float:
+    from agents.zoo.stats import ci95
+
+    h = ci95(v)[1]
+    return 0.0 if math.isnan(h) else h
+
+
+def _curve(folder: Path, key: str, offline: float) -> dict[float, float]:
     from agents.files import read_jsonl
 
     out: dict[float, float] = {}
     for row in read_jsonl(folder / "metrics.jsonl"):
-        if "eval/objective" in row and "oracle/queries_paid" in row:
-            out[row["oracle/queries_paid"]] = row["eval/objective"]  # a resume: keep the last
+        if f"eval/{key}" in row and "oracle/queries_paid" in row:
+            out[offline + row["oracle/queries_paid"]] = row[f"eval/{key}"]  # a resume: the last
     return out
 
 
-def queries_plot(env_id: str, agg: dict[str, dict[str, Any]], results: dict[str, list[dict]],
-                 runs: str | Path, path: Path) -> Path | None:
-    """Objective against queries paid, for the agents that query; offline agents as lines."""
-    online = [a for a in agg if agg[a].get("queries_used", {}).get("mean", 0) > 0]
-    if not online:
-        return None
+def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
+                results: dict[str, list[dict]], env_id: str, runs: str | Path,
+                path: Path) -> Path:
+    """Score against labels used: online agents' curves over rounds, the rest as points."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    cmap = plt.get_cmap("tab10")
-    for i, a in enumerate(online):
-        curves = [_curve(run_dir(runs, env_id, a, r["seed"])) for r in results[a]]
-        xs = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
-        if not xs:
-            continue
-        ys = np.array([[c[x] for x in xs] for c in curves])
-        mean = ys.mean(0)
-        ax.plot(xs, mean, "-o", color=cmap(i % 10), label=f"{a} ({len(curves)} seeds)")
-        if len(curves) > 1:
-            from agents.zoo.stats import ci95
-
-            half = np.array([ci95(ys[:, j])[1] for j in range(len(xs))])
-            ax.fill_between(xs, mean - half, mean + half, color=cmap(i % 10), alpha=0.2)
-    offline = sorted((a for a in agg if a not in online and a != "reference"),
-                     key=lambda a: -agg[a]["objective"]["mean"])[:3]
-    for j, a in enumerate(offline):
-        ax.axhline(agg[a]["objective"]["mean"], ls="--", lw=1, color=cmap((len(online) + j) % 10),
-                   label=f"{a} (offline, final)")
-    any_entry = next(iter(agg.values()))
-    if "optimal_objective" in any_entry:
-        ax.axhline(any_entry["optimal_objective"]["mean"], color="red", lw=1.5, label="J(pi*)")
-    ax.set_xlabel("preference queries paid")
-    ax.set_ylabel("objective J (held-out prompts)")
-    ax.set_title(f"{env_id}: objective against queries (mean, 95% band)")
+    key = comp["score"]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    for i, a in enumerate(sorted(agg)):
+        st, e = style(i), agg[a]
+        labels = e.get("labels", e.get("queries_used"))
+        x_end = labels["mean"] if labels else 0.0
+        curves = []
+        if e.get("queries_used", {}).get("mean", 0) > 0:
+            for r in results[a]:
+                offline = float(r.get("offline_labels", 0))
+                curves.append(_curve(run_dir(runs, env_id, a, r["seed"]), key, offline))
+        xs = sorted(set.intersection(*[set(c) for c in curves])) if curves and all(curves) else []
+        if len(xs) > 1:
+            ys = np.array([[c[x] for x in xs] for c in curves])
+            ax.plot(xs, ys.mean(0), "-", label=f"{a}", **st)
+            if len(curves) > 1:
+                half = np.array([_half(ys[:, j]) for j in range(len(xs))])
+                ax.fill_between(xs, ys.mean(0) - half, ys.mean(0) + half, color=st["color"],
+                                alpha=0.15)
+        else:
+            ax.errorbar(max(x_end, 1.0), e[key]["mean"], yerr=_half(np.array(e[key]["values"])),
+                        capsize=3, linestyle="none", label=a, **st)
+    if key == "normalized_score":
+        ax.axhline(1, color="red", ls="--", lw=1.2, label="pi*")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("labels used (offline pairs learned from + queries paid)")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(f"{title}: {key.replace('_', ' ')} against labels (mean, 95% band)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.legend(fontsize=8, loc="lower right", ncol=2)
+    return _save(fig, path)
 
 
-def make_all(env_id: str, agg: dict[str, dict[str, Any]], results: dict[str, list[dict]],
-             out: Path, runs: str | Path = "runs") -> list[Path]:
-    figs = [metrics_plot(env_id, agg, out / "metrics.png"),
-            reward_kl_plot(env_id, agg, out / "reward_vs_kl.png")]
-    q = queries_plot(env_id, agg, results, runs, out / "objective_vs_queries.png")
-    return figs + ([q] if q else [])
+def metrics_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
+                 path: Path) -> Path:
+    plt = _plt()
+    cols = [(k, t) for k, t in (("gold_reward", "gold reward"), ("kl", "KL [nats]"),
+                                ("objective", "objective J"), ("win_rate", "win rate vs pi0"),
+                                ("wall_s", "wall time per run [s, log]"))
+            if all(k in e for e in agg.values())]
+    names = _order(agg, comp["score"])
+    colours = {a: style(i) for i, a in enumerate(sorted(agg))}
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.4 * len(cols), 0.38 * len(names) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (key, label) in zip(axes[0], cols):
+        for y, a in enumerate(names):
+            v = agg[a][key]["values"]
+            ax.scatter(v, [y] * len(v), s=16, **colours[a])
+            ax.plot([np.mean(v)] * 2, [y - 0.3, y + 0.3], color="black", lw=1.5)
+        if key == "wall_s":
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(names)), names)
+    fig.suptitle(f"{title}: per seed (dots) and mean (line)")
+    return _save(fig, path)
+
+
+def make_all(title: str, env_id: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
+             results: dict[str, list[dict]], out: Path, runs: str | Path = "runs") -> list[Path]:
+    figs = [scores_plot(title, agg, comp, out / "scores.png"),
+            paired_plot(title, agg, comp, out / "paired.png"),
+            reward_kl_plot(title, agg, out / "reward_vs_kl.png"),
+            labels_plot(title, agg, comp, results, env_id, runs, out / "score_vs_labels.png"),
+            metrics_plot(title, agg, comp, out / "metrics.png")]
+    return [f for f in figs if f is not None]

@@ -274,12 +274,22 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         agent.save(folder)
         result: dict[str, Any] = dict(_evaluate(agent.policy, env, cfg))
         sessions = ledger.sessions()
+        offline = agent.offline_labels_used
         result.update({"queries_used": ledger.used, "query_budget": ledger.budget,
+                       "offline_labels": offline, "labels": offline + ledger.used,
                        "queries_replayed": ledger.replayed, "wall_s": _wall(sessions, time.time()),
                        "sessions": len(sessions), "env_id": cfg.env_id, "agent": cfg.agent,
                        "seed": cfg.seed, "oracle": env.unwrapped.oracle_config})
         write_json(folder / "eval.json", result)
         ledger.close()
+        final = RunLogger(tb)  # the HPARAMS tab: config beside the final metrics
+        final.hparams({"env_id": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
+                       "oracle": cfg.oracle or "bt", "setting": cfg.setting or "default",
+                       **cfg.hyperparams},
+                      {f"hparam/{k}": result[k] for k in ("normalized_score", "objective",
+                                                          "gold_reward", "kl", "labels")
+                       if k in result})
+        final.close()
     return result
 
 
@@ -298,7 +308,8 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
     metrics = _evaluate(load_policy(folder / "policy"), env, cfg)
     old = read_eval(folder) or {}
     keep = {k: old[k] for k in ("queries_used", "query_budget", "queries_replayed", "wall_s",
-                                "sessions", "env_id", "agent", "seed", "oracle") if k in old}
+                                "sessions", "env_id", "agent", "seed", "oracle", "labels",
+                                "offline_labels") if k in old}
     result = {**metrics, **keep}
     write_json(folder / "eval.json", result)
     return result

@@ -1,4 +1,14 @@
-"""Statistics over seeds for leaderboards: means with 95% t-intervals."""
+"""Statistics over seeds for leaderboards.
+
+A seed changes the whole problem instance (prompts, pi0, theta*), so two agents' means
+can differ by instance variance alone. Comparisons are therefore **paired by seed**: for
+each agent, the per-seed difference to pi0 (``reference``) and to the best agent, with a
+95% Student-t interval (:func:`paired`). Aggregates in the manner of rliable (Agarwal et
+al., NeurIPS 2021, "Deep RL at the edge of the statistical precipice"): the interquartile
+mean (IQM) with a percentile bootstrap interval over seeds (one task, so the stratified
+bootstrap is the plain one), and the probability of improvement P(X > Y) + P(X = Y)/2 over
+pairs of runs, with its bootstrap interval (:func:`iqm`, :func:`probability_of_improvement`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +17,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats as sps
 
-__all__ = ["METRICS", "ci95", "aggregate"]
+__all__ = ["METRICS", "score_key", "ci95", "paired", "iqm", "probability_of_improvement",
+           "aggregate", "comparisons"]
 
 # (key in eval.json, column title, digits)
 METRICS = (("normalized_score", "normalized score", 3), ("objective", "objective J", 3),
            ("gold_reward", "gold reward", 3), ("kl", "KL", 3), ("win_rate", "win rate", 3),
-           ("queries_used", "queries", 0), ("wall_s", "wall s", 1))
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
+           ("labels", "labels", 0), ("queries_used", "queries", 0), ("wall_s", "wall s", 1))
+BOOTSTRAP = 2000
+
+
+def score_key(agg: dict[str, dict[str, Any]]) -> str:
+    """The score leaderboards rank by: the normalized score where known, else J."""
+    return "normalized_score" if all("normalized_score" in e for e in agg.values()) else "objective"
 
 
 def ci95(values: Sequence[float]) -> tuple[float, float]:
@@ -23,22 +39,85 @@ def ci95(values: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return float(v.mean()), float("nan")
-    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96 + 2.4 / (len(v) - 1)
+    t = float(sps.t.ppf(0.975, len(v) - 1))
     return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Mean and 95% t interval of a − b over the seeds both have (by seed)."""
+    seeds = sorted(set(a) & set(b))
+    diff = [a[s] - b[s] for s in seeds]
+    if not diff:
+        return {"mean": float("nan"), "ci95": float("nan"), "low": float("nan"),
+                "high": float("nan"), "seeds": []}
+    mean, half = ci95(diff)
+    return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "seeds": seeds,
+            "values": diff}
+
+
+def _iqm(v: np.ndarray) -> float:
+    return float(sps.trim_mean(v, 0.25))
+
+
+def iqm(values: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """Interquartile mean and its 95% percentile-bootstrap interval over seeds."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boots = [_iqm(v[rng.integers(len(v), size=len(v))]) for _ in range(BOOTSTRAP)]
+    return {"iqm": _iqm(v), "low": float(np.percentile(boots, 2.5)),
+            "high": float(np.percentile(boots, 97.5))}
+
+
+def _poi(x: np.ndarray, y: np.ndarray) -> float:
+    return float(((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])).mean())
+
+
+def probability_of_improvement(x: Sequence[float], y: Sequence[float], seed: int = 0
+                               ) -> dict[str, float]:
+    """P(X > Y) + P(X = Y)/2 over pairs of runs, with a 95% bootstrap interval."""
+    xv, yv = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boots = [_poi(xv[rng.integers(len(xv), size=len(xv))], yv[rng.integers(len(yv), size=len(yv))])
+             for _ in range(BOOTSTRAP)]
+    return {"p": _poi(xv, yv), "low": float(np.percentile(boots, 2.5)),
+            "high": float(np.percentile(boots, 97.5))}
+
+
 def aggregate(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per agent and metric: mean, 95% half-width and the per-seed values."""
+    """Per agent and metric: mean, 95% half-width and the per-seed values (and seeds)."""
     out: dict[str, dict[str, Any]] = {}
     for a, rows in results.items():
         if not rows:
             continue
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
-        for key in sorted({k for r in rows for k in r if isinstance(r[k], (int, float))}):
-            vals = [float(r[key]) for r in rows if key in r]
-            mean, half = ci95(vals)
-            entry[key] = {"mean": mean, "ci95": half, "values": vals}
+        keys = {k for r in rows for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key in sorted(keys - {"seed"}):
+            pairs = [(r["seed"], float(r[key])) for r in rows if key in r]
+            mean, half = ci95([v for _, v in pairs])
+            entry[key] = {"mean": mean, "ci95": half, "values": [v for _, v in pairs],
+                          "by_seed": {s: v for s, v in pairs}}
         out[a] = entry
     return out
 
 
+def comparisons(agg: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Paired differences to pi0 and to the best agent, IQM and probability of improvement,
+    on the leaderboard's score (:func:`score_key`)."""
+    key = score_key(agg)
+    best = max(agg, key=lambda a: agg[a][key]["mean"])
+    out: dict[str, Any] = {"score": key, "best": best, "agents": {}}
+    for a, e in agg.items():
+        by_seed = e[key]["by_seed"]
+        row: dict[str, Any] = {"iqm": iqm(e[key]["values"])}
+        if "reference" in agg and a != "reference":
+            ref = agg["reference"][key]
+            row["vs_reference"] = paired(by_seed, ref["by_seed"])
+            row["improvement_over_reference"] = probability_of_improvement(
+                e[key]["values"], ref["values"])
+        if a != best:
+            row["vs_best"] = paired(by_seed, agg[best][key]["by_seed"])
+            row["improvement_over_best"] = probability_of_improvement(
+                e[key]["values"], agg[best][key]["values"])
+        out["agents"][a] = row
+    return out

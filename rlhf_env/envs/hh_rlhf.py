@@ -166,6 +166,9 @@ class HHRLHFEnv(RLHFEnv):
             subset, data_dir, data_files, strict, eval_fraction
         )
         if preset == "tiny":
+            from rlhf_env.threads import use_small_model_threads
+
+            use_small_model_threads()
             if max_new_tokens is None:
                 max_new_tokens = TINY_PRESET["max_new_tokens"]
             reference, rm = _tiny_models(train_ds)
@@ -251,10 +254,11 @@ def _load_splits(subset: Any, data_dir: Any, data_files: Any, strict: bool,
         return per["train"][0], per["test"][0], report
     only, (ds, _) = next(iter(per.items()))
     held = [_hash_fraction(p) < eval_fraction for p in ds["prompt"]]
-    warnings.warn(
-        f"HH-RLHF: only the {only!r} split was found; holding out {eval_fraction:.0%} of its "
-        "prompts (by hash) for evaluation and training on the rest", stacklevel=3
-    )
+    from rlhf_env.progress import log
+
+    log.warning("HH-RLHF: only the %r split was found; holding out %.0f%% of its prompts (by "
+                "hash) for evaluation and training on the rest (data_report['eval_from'])",
+                only, 100 * eval_fraction)
     report["eval_from"] = f"{eval_fraction:.0%} of the {only} split's prompts, by hash"
     eval_idx = [i for i, h in enumerate(held) if h]
     train_idx = [i for i, h in enumerate(held) if not h]
@@ -276,7 +280,10 @@ def _tiny_models(train_ds: Any) -> tuple[Any, Any]:
         rm_dir = cached_reward_model("hh_rlhf_tiny_rm", cfg, rows["prompt"], rows["chosen"],
                                      rows["rejected"], steps=t["rm_steps"],
                                      batch_size=t["batch_size"])
-    return load_tiny_lm(lm_dir), RewardModel(str(rm_dir))
+    from rlhf_env.progress import quiet_transformers
+
+    with quiet_transformers():
+        return load_tiny_lm(lm_dir), RewardModel(str(rm_dir))
 
 
 # the default models' sizes, to say what a download would cost before it starts

@@ -16,6 +16,7 @@ from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_int, c
 from rlhf_env.judging import Judge
 from rlhf_env.oracles import OracleContext
 from rlhf_env.spaces import UnicodeText
+from rlhf_env.threads import use_small_model_threads
 
 __all__ = ["TinyInstructEnv", "SIZES", "gold_reward"]
 
@@ -100,6 +101,7 @@ class TinyInstructEnv(RLHFEnv):
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
                                   default_budget=2048)
+        use_small_model_threads()
         model_seed = check_seed(model_seed, "model_seed") or 0
         if size not in SIZES:
             raise InvalidArgumentError(f"size must be one of {sorted(SIZES)}, got {size!r}")

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rlhf_env.lm.cache import cache_key, cached_build, hash_texts
+from rlhf_env.lm.cache import cache_key, cache_root, cached_build, hash_texts
+from rlhf_env.progress import quiet_transformers, timed
 
 __all__ = [
     "EOS",
@@ -133,7 +134,7 @@ def sft(
     lr: float = 3e-3,
     seed: int = 0,
     prompt_loss: bool = False,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> list[float]:
     """Fine-tune a :class:`CausalLMPolicy` on (prompt, response) pairs; returns the losses.
 
@@ -148,7 +149,8 @@ def sft(
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     policy.train()
     losses = []
-    bar = tqdm(total=steps, desc="sft", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="sft", disable=None if progress is None else not progress,
+               leave=False)
     for step, idx in enumerate(_batches(len(prompts), min(batch_size, len(prompts)), steps, gen)):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr, warmup=max(1, steps // 20))
@@ -179,7 +181,7 @@ def train_reward_model(
     steps: int = 300,
     batch_size: int = 32,
     lr: float = 1e-3,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> tuple[Any, Any, list[float]]:
     """Fit a tiny sequence-classification RM with the Bradley-Terry loss.
 
@@ -199,7 +201,8 @@ def train_reward_model(
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []
-    bar = tqdm(total=steps, desc="reward model", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="reward model", disable=None if progress is None else not progress,
+               leave=False)
     for step, idx in enumerate(_batches(len(prompts), min(batch_size, len(prompts)), steps, gen)):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr, warmup=max(1, steps // 20))
@@ -232,10 +235,13 @@ def cached_tiny_lm(
                     hash_texts([*prompts, "\x00", *responses]))
 
     def build(folder: Path) -> None:
-        policy = CausalLMPolicy(build_tiny_lm(cfg), byte_tokenizer(), device="cpu",
-                                max_length=cfg.n_positions)
-        sft(policy, prompts, responses, **sft_kwargs)
-        policy.save(folder)
+        steps = sft_kwargs.get("steps", 300)
+        with timed(f"building {kind}: a {cfg.n_layer}-layer, {cfg.n_embd}-wide LM, {steps} SFT "
+                   f"steps (first use; cached under {cache_root()})"), quiet_transformers():
+            policy = CausalLMPolicy(build_tiny_lm(cfg), byte_tokenizer(), device="cpu",
+                                    max_length=cfg.n_positions)
+            sft(policy, prompts, responses, progress=None, **sft_kwargs)
+            policy.save(folder)
 
     return cached_build(kind, key, build)
 
@@ -253,9 +259,13 @@ def cached_reward_model(
                     hash_texts([*prompts, "\x00", *chosen, "\x00", *rejected]))
 
     def build(folder: Path) -> None:
-        model, tokenizer, _ = train_reward_model(prompts, chosen, rejected, cfg, **train_kwargs)
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        steps = train_kwargs.get("steps", 300)
+        with timed(f"building {kind}: a {cfg.n_layer}-layer reward model, {steps} steps (first "
+                   f"use; cached under {cache_root()})"), quiet_transformers():
+            model, tokenizer, _ = train_reward_model(prompts, chosen, rejected, cfg,
+                                                     progress=None, **train_kwargs)
+            model.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
 
     return cached_build(kind, key, build)
 
@@ -264,7 +274,8 @@ def load_tiny_lm(folder: Path, **policy_kwargs: Any) -> Any:
     """Load a cached tiny LM as a :class:`CausalLMPolicy`."""
     from rlhf_env.policies.base import load_policy
 
-    policy = load_policy(folder)
+    with quiet_transformers():
+        policy = load_policy(folder)
     for k, v in policy_kwargs.items():
         setattr(policy, k, v)
     return policy

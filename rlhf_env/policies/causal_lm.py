@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 
 from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
+from rlhf_env.progress import log
 
 __all__ = ["CausalLMPolicy", "load_causal_lm", "pretrained_kwargs", "resolve_device",
            "resolve_dtype"]
@@ -198,12 +198,10 @@ class CausalLMPolicy(Policy):
         if len(ctx) + len(resp) > self.max_length:
             self.truncated += 1
             if self.truncated == 1 or self.truncated % 1000 == 0:
-                warnings.warn(
-                    f"a prompt+response of {len(ctx) + len(resp)} tokens exceeds the context of "
-                    f"{self.max_length}; the prompt is cut from the left (then the response from "
-                    f"the right). Truncated so far: {self.truncated}",
-                    stacklevel=3,
-                )
+                log.warning(
+                    "a prompt+response of %d tokens exceeds the context of %d; the prompt is cut "
+                    "from the left (then the response from the right). Truncated so far: %d "
+                    "(policy.truncated)", len(ctx) + len(resp), self.max_length, self.truncated)
             keep_ctx = max(1, self.max_length - len(resp))
             ctx = ctx[-keep_ctx:]
             resp = resp[: self.max_length - len(ctx)]

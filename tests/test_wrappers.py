@@ -1,0 +1,48 @@
+"""The Discrete view of exact envs: SB3's stock PPO trains on it end to end."""
+
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env
+
+import rlhf_env
+from rlhf_env.errors import InvalidActionError, InvalidArgumentError
+from rlhf_env.policies import TabularPolicy
+from rlhf_env.wrappers import DiscreteBandit
+
+
+def test_stock_sb3_ppo_beats_pi0_on_the_discrete_view():
+    env = rlhf_env.make("LinearBT-v0", setting="online", feedback="reward", query_budget=20_000,
+                        seed=0)
+    view = DiscreteBandit(env, kl_shaped=True)
+    check_env(view)
+    model = PPO("MlpPolicy", view, ent_coef=env.unwrapped.eta, seed=0, n_steps=1024,
+                batch_size=256, learning_rate=1e-3, device="cpu")
+    model.learn(16_384)
+    with torch.no_grad():
+        obs = model.policy.obs_to_tensor(torch.arange(view.observation_space.n).numpy())[0]
+        logits = torch.log_softmax(model.policy.get_distribution(obs).distribution.logits, -1)
+    score = rlhf_env.evaluate(TabularPolicy(env.unwrapped.catalog, logits.double()), env)
+    assert score["normalized_score"] > 0.3  # pi0 scores 0; measured 0.70 (seed 0)
+    assert env.unwrapped.queries_used >= 16_384  # every step paid, through the env's ledger
+
+
+def test_the_view_charges_the_budget_and_shapes_the_reward():
+    env = rlhf_env.make("LinearBT-v0", setting="online", feedback="reward", query_budget=2)
+    view = DiscreteBandit(env, kl_shaped=True)
+    x, _ = view.reset(seed=0)
+    _, r, term, _, _ = view.step(3)
+    gold = rlhf_env.judge(env).reward_table()[x, 3]
+    assert term and r == pytest.approx(gold + env.unwrapped.eta * view.log_ref[x, 3])
+    view.reset()
+    view.step(0)
+    view.reset()
+    with pytest.raises(rlhf_env.QueryBudgetExceeded):
+        view.step(1)
+    with pytest.raises(InvalidActionError):
+        view.step(16)
+
+
+def test_the_view_refuses_what_it_cannot_present():
+    with pytest.raises(InvalidArgumentError, match="feedback='reward'"):
+        DiscreteBandit(rlhf_env.make("LinearBT-v0"))
