@@ -33,10 +33,10 @@ __all__ = ["RUN_KEYS", "KIND_ENTRIES", "ENV_VAR", "config_dir", "config_file", "
            "resolve_entries", "split_run_keys"]
 
 ENV_VAR = "RLHF_ZOO_CONFIGS"
-RUN_KEYS = ("setting", "query_budget", "oracle", "env_kwargs", "eval", "eval_every")
+RUN_KEYS = ("setting", "query_budget", "oracle", "env_kwargs", "eval", "eval_every", "resources")
 """Zoo keys that configure the env and the run rather than the agent."""
 KIND_ENTRIES = {"exact": ("exact",), "linear": ("exact", "linear"), "sampled": ("sampled",)}
-_MERGED = ("env_kwargs", "eval")  # mapping-valued keys: entries merge them key by key
+_MERGED = ("env_kwargs", "eval", "resources")  # mapping-valued keys: entries merge them key by key
 
 
 def config_dir() -> Path:

@@ -55,6 +55,9 @@ class QueryBudgetExceeded(RLHFEnvError, RuntimeError):
             "this call; make the env with a larger `query_budget` or stop stepping."
         )
 
+    def __reduce__(self) -> tuple:  # picklable, e.g. from an oracle service in another process
+        return type(self), (self.used, self.budget, self.requested)
+
 
 class DataError(RLHFEnvError, ValueError):
     """Malformed data: a file, row or value that cannot be parsed."""

@@ -54,13 +54,21 @@ class Judge:
                  reward_table: np.ndarray | None = None, theta_star: np.ndarray | None = None,
                  behaviours: dict[str, np.ndarray] | None = None,
                  behaviour: str | None = None) -> None:
-        self.instance = instance
+        self._instance = weakref.ref(instance)  # a strong one would keep its key alive in _JUDGES
         self._gold = gold_reward
         self.oracle = oracle
         self._table = None if reward_table is None else np.asarray(reward_table, np.float64)
         self._theta = None if theta_star is None else np.asarray(theta_star, np.float64)
         self._behaviours = dict(behaviours or {})
         self.behaviour = behaviour
+
+    @property
+    def instance(self) -> ProblemInstance:
+        """The instance judged."""
+        inst = self._instance()
+        if inst is None:
+            raise RLHFEnvError("the instance of this judge no longer exists")
+        return inst
 
     def gold_rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """r*(x, a) for each pair, float64 ``(n,)``, outside the budget."""

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(needs the 'distributed' extra)")
     lb.add_argument("--address", default=None,
                     help="attach to an existing Ray cluster ('auto' or ray://host:port)")
+    lb.add_argument("--oracle-service", action="store_true",
+                    help="run each run's oracle, ledger and judge in a Ray actor: the agent's "
+                         "process never holds the gold reward (implies Ray)")
+    lb.add_argument("--oracle-gpus", type=float, default=0.0, metavar="N",
+                    help="GPUs for each oracle-service actor (a large gold reward model)")
     return parser
 
 
@@ -173,7 +178,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         env_id, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,
         setting=args.setting, oracle=args.oracle, overwrite=args.overwrite,
         tensorboard_log=args.tensorboard_log, command=command, progress=_progress(args),
-        workers=args.workers, address=args.address)
+        workers=args.workers, address=args.address, sealed=args.oracle_service,
+        oracle_gpus=args.oracle_gpus)
     if any(results.values()):
         report = write_leaderboard(env_id, results, out, runs=args.runs_dir, command=command,
                                    oracle=args.oracle)

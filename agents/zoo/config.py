@@ -13,7 +13,9 @@ Run-level keys:
 * ``env_kwargs``: a mapping of further keyword arguments to ``rlhf_env.make``;
 * ``eval``: a mapping of options to ``rlhf_env.evaluate`` (sampled envs only);
 * ``eval_every``: evaluate after every k-th iteration during training (0: only
-  at the end); the results go to TensorBoard under ``eval/``.
+  at the end); the results go to TensorBoard under ``eval/``;
+* ``resources``: what one run needs when runs are Ray tasks (``--workers``), e.g.
+  ``{num_cpus: 1, num_gpus: 1}``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RunConfig:
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_every: int = 1
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,9 +71,14 @@ class RunConfig:
                 raise InvalidArgumentError(f"{name} must be an int >= 0, got {v!r}")
         if self.oracle is not None and not isinstance(self.oracle, str):
             raise InvalidArgumentError(f"oracle must be a preset name, got {self.oracle!r}")
-        for name in ("env_kwargs", "hyperparams", "eval"):
+        for name in ("env_kwargs", "hyperparams", "eval", "resources"):
             if not isinstance(getattr(self, name), dict):
                 raise InvalidArgumentError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        for k, v in self.resources.items():
+            if k not in ("num_cpus", "num_gpus") or isinstance(v, bool) or not isinstance(
+                    v, (int, float)) or v < 0:
+                raise InvalidArgumentError(
+                    f"resources takes num_cpus and num_gpus (numbers >= 0), got {k}={v!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InvalidArgumentError(f"seed must be a non-negative int, got {self.seed!r}")
         return self
@@ -108,7 +116,7 @@ def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] |
             raise InvalidKwargError(
                 f"{k!r} is set by the zoo for every run (--seed, --tensorboard-log, ...), "
                 "not a hyperparameter")
-        if k in ("env_kwargs", "eval") and isinstance(v, dict):
+        if k in ("env_kwargs", "eval", "resources") and isinstance(v, dict):
             merged[k] = {**merged.get(k, {}), **v}
         else:
             merged[k] = v
@@ -119,7 +127,7 @@ def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] |
     if oracle is not None:
         merged["oracle"] = oracle
     agent_keys, run = split_run_keys(merged)
-    for key in ("env_kwargs", "eval"):
+    for key in ("env_kwargs", "eval", "resources"):
         if not isinstance(run.get(key, {}), dict):
             raise InvalidArgumentError(f"{key} must be a mapping, got {run[key]!r}")
     cls.Config.from_dict(agent_keys, source=f"zoo_configs/{agent}.yml or the overrides")

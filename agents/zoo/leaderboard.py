@@ -69,23 +69,25 @@ def run_leaderboard(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
                     setting: str | None = None, oracle: str | None = None,
                     overwrite: bool = False, tensorboard_log: str | Path | None = None,
                     progress: bool | None = None, command: str = "", workers: int = 1,
-                    address: str | None = None
+                    address: str | None = None, sealed: bool = False, oracle_gpus: float = 0.0
                     ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Train every (agent, seed) that has no finished run; returns (results, failures).
 
-    With ``workers > 1`` or an ``address`` the jobs run as Ray tasks
-    (:mod:`agents.zoo.distributed`); the results are the same.
+    With ``workers > 1``, an ``address`` or ``sealed`` the jobs run as Ray tasks
+    (:mod:`agents.zoo.distributed`; ``sealed``: each run's oracle, ledger and judge in an
+    actor); the results are the same.
     """
     jobs = plan_jobs(env_id, names, seeds, env_kwargs=env_kwargs, setting=setting,
                      oracle=oracle)
     results: dict[str, list[dict[str, Any]]] = {a: [] for a in names}
     failures: list[str] = []
-    if workers > 1 or address is not None:
+    if workers > 1 or address is not None or sealed:
         from agents.zoo.distributed import run_jobs
 
         outcomes = run_jobs(jobs, runs=str(runs), overwrite=overwrite,
                             tensorboard_log=tensorboard_log, command=command, workers=workers,
-                            address=address, progress=progress)
+                            address=address, progress=progress, sealed=sealed,
+                            oracle_gpus=oracle_gpus)
     else:
         outcomes = _run_sequential(jobs, runs, overwrite, tensorboard_log, command, progress)
     for cfg, result, error in outcomes:

@@ -42,10 +42,12 @@ from agents.zoo.config import RunConfig
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, RLHFEnvError, closest
 
 __all__ = ["RunExistsError", "RunLockedError", "MARKER", "run_dir", "train_run", "evaluate_run",
-           "read_eval", "check_eval_options", "RunLock"]
+           "read_eval", "check_eval_options", "RunLock", "LocalBackend", "ServiceBackend",
+           "clear_for_overwrite"]
 
 MARKER = ".rlhf-run"
-_NOT_RESUMABLE_DIFFS = {"eval", "eval_every"}  # may change on resume: they do not change learning
+# may change on resume: they do not change what is learned
+_NOT_RESUMABLE_DIFFS = {"eval", "eval_every", "resources"}
 
 
 class RunExistsError(RLHFEnvError, FileExistsError):
@@ -166,6 +168,20 @@ def _check_folder(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -
     return True
 
 
+def clear_for_overwrite(folder: Path) -> None:
+    """Empty a run folder ahead of ``--overwrite`` (only a folder with the run marker), under
+    its lock; a folder that is not a run, or is in use, raises."""
+    if not folder.exists():
+        return
+    if any(p.name not in ("run.lock", "owner.json") for p in folder.iterdir()) and not (
+            folder / MARKER).is_file():
+        raise RunExistsError(
+            f"{folder} exists but is not a run folder (no {MARKER}); move it away: nothing in it "
+            "is touched")
+    with RunLock(folder, "overwrite"):
+        _empty(folder)
+
+
 def _empty(folder: Path) -> None:
     """Delete a run folder's contents (it holds the marker), keeping the lock we hold."""
     for child in folder.iterdir():
@@ -186,15 +202,80 @@ def _make(cfg: RunConfig, ledger: Any = None) -> Any:
     return rlhf_env.make(cfg.env_id, **kwargs)
 
 
-def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
-    import rlhf_env
-
+def _eval_options(env: Any, cfg: RunConfig, final: bool) -> dict[str, Any]:
     if env.unwrapped.instance.exact:
-        return rlhf_env.evaluate(policy, env)
+        return {}
     options = dict(cfg.eval)
     if not final:  # during training skip pi0's best-of-n reference points (they do not change)
         options["best_of_n"] = ()
-    return rlhf_env.evaluate(policy, env, **options)
+    return options
+
+
+def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
+    import rlhf_env
+
+    return rlhf_env.evaluate(policy, env, **_eval_options(env, cfg, final))
+
+
+class LocalBackend:
+    """The env, its durable ledger (``<run>/ledger.sqlite``) and the judge in this process."""
+
+    def __init__(self, cfg: RunConfig, folder: Path) -> None:
+        from rlhf_env.oracles.ledger import DurableLedger
+
+        self.cfg = cfg
+        self.ledger = DurableLedger(folder / "ledger.sqlite")
+        self.env = _make(cfg, self.ledger)
+
+    def open(self, command: str) -> None:
+        self.ledger.open()
+        self.ledger.begin_session(command=command)
+
+    def end(self, status: str) -> None:
+        self.ledger.end_session(status)
+
+    def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
+        return _evaluate(policy, self.env, self.cfg, final)
+
+    def counts(self) -> dict[str, int]:
+        return {"used": self.ledger.used, "budget": self.ledger.budget,
+                "replayed": self.ledger.replayed}
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.ledger.sessions()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+class ServiceBackend:
+    """The env is a view of an :class:`rlhf_env.service.OracleService` reached through
+    ``client``: the oracle, the durable ledger and the judge live there (a sealed run: this
+    process never holds the gold reward); evaluation happens there too."""
+
+    def __init__(self, cfg: RunConfig, client: Any) -> None:
+        from rlhf_env.service import connect
+
+        self.cfg, self.client = cfg, client
+        self.env = connect(client)
+
+    def open(self, command: str) -> None:
+        self.client.open_ledger(command)
+
+    def end(self, status: str) -> None:
+        self.client.end_session(status)
+
+    def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
+        return self.client.evaluate(policy, _eval_options(self.env, self.cfg, final))
+
+    def counts(self) -> dict[str, int]:
+        return self.client.counts()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.client.sessions()
+
+    def close(self) -> None:
+        pass
 
 
 def _wall(sessions: list[dict[str, Any]], now: float) -> float:
@@ -204,10 +285,14 @@ def _wall(sessions: list[dict[str, Any]], now: float) -> float:
 def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False,
               overwrite: bool = False, tensorboard_log: str | Path | None = None,
               progress: bool | None = None, command: str = "",
-              callback: Callable[[Any, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-    """Train (or finish) one run and return its ``eval.json``; see the module docstring."""
+              callback: Callable[[Any, dict[str, Any]], Any] | None = None,
+              service: Any = None) -> dict[str, Any]:
+    """Train (or finish) one run and return its ``eval.json``; see the module docstring.
+
+    ``service``: a client of an :class:`rlhf_env.service.OracleService` holding this run's
+    env and ledger (a sealed run); None makes the env here.
+    """
     import agents
-    from rlhf_env.oracles.ledger import DurableLedger
 
     # ---- everything checked before anything is created or paid ------------------------------
     folder = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed)
@@ -217,8 +302,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
     continuing = _check_folder(folder, cfg, resume, overwrite)
     if continuing and (done := read_eval(folder)) is not None:
         return done
-    ledger = DurableLedger(folder / "ledger.sqlite")
-    env = _make(cfg, ledger)
+    backend = ServiceBackend(cfg, service) if service is not None else LocalBackend(cfg, folder)
+    env = backend.env
     cls = agents.get(cfg.agent)
     agent = cls(env, **cfg.hyperparams, seed=cfg.seed, progress=progress,
                 checkpoint_dir=str(folder / "checkpoint"))
@@ -237,8 +322,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             write_text(folder / "config.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         with (folder / "command.txt").open("a") as f:
             f.write(command + "\n")
-        ledger.open()
-        ledger.begin_session(command=command)
+        backend.open(command)
         tb = (Path(tensorboard_log) / cfg.env_id / cfg.agent / f"seed{cfg.seed}"
               if tensorboard_log else folder / "tensorboard")
         agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
@@ -247,9 +331,9 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         def on_iteration(a: Any, info: dict[str, Any]) -> Any:
             t = int(info.get("iteration", 0))
             if cfg.eval_every and (t + 1) % cfg.eval_every == 0:
-                m = _evaluate(a.policy, env, cfg, final=False)
+                m = backend.evaluate(a.policy, final=False)
                 a.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
-                              "oracle/queries_paid": ledger.used}, a.global_step)
+                              "oracle/queries_paid": backend.counts()["used"]}, a.global_step)
             return callback(a, info) if callback is not None else None
 
         ckpt = folder / "checkpoint"
@@ -258,7 +342,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         status = "interrupted"
         try:
             if resume_from is None and cfg.eval_every:  # pi0's point on the queries curve
-                m = _evaluate(env.unwrapped.reference, env, cfg, final=False)
+                m = backend.evaluate(env.unwrapped.reference, final=False)
                 agent.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
                                   "oracle/queries_paid": 0}, 0)
             agent.learn(on_iteration, resume_from=resume_from)
@@ -269,19 +353,20 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             status = f"failed: {type(e).__name__}: {e}"[:500]
             raise
         finally:
-            ledger.end_session(status)
+            backend.end(status)
             agent.logger.close()
         agent.save(folder)
-        result: dict[str, Any] = dict(_evaluate(agent.policy, env, cfg))
-        sessions = ledger.sessions()
+        result: dict[str, Any] = dict(backend.evaluate(agent.policy))
+        sessions, counts = backend.sessions(), backend.counts()
         offline = agent.offline_labels_used
-        result.update({"queries_used": ledger.used, "query_budget": ledger.budget,
-                       "offline_labels": offline, "labels": offline + ledger.used,
-                       "queries_replayed": ledger.replayed, "wall_s": _wall(sessions, time.time()),
+        result.update({"queries_used": counts["used"], "query_budget": counts["budget"],
+                       "offline_labels": offline, "labels": offline + counts["used"],
+                       "queries_replayed": counts["replayed"],
+                       "wall_s": _wall(sessions, time.time()),
                        "sessions": len(sessions), "env_id": cfg.env_id, "agent": cfg.agent,
                        "seed": cfg.seed, "oracle": env.unwrapped.oracle_config})
         write_json(folder / "eval.json", result)
-        ledger.close()
+        backend.close()
         final = RunLogger(tb)  # the HPARAMS tab: config beside the final metrics
         final.hparams({"env_id": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
                        "oracle": cfg.oracle or "bt", "setting": cfg.setting or "default",
