@@ -61,6 +61,7 @@ class Judge:
         self._theta = None if theta_star is None else np.asarray(theta_star, np.float64)
         self._behaviours = dict(behaviours or {})
         self.behaviour = behaviour
+        self.cache: dict[Any, Any] = {}  # costly privileged estimates (e.g. a Monte Carlo J*)
 
     @property
     def instance(self) -> ProblemInstance:
