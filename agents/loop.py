@@ -103,6 +103,9 @@ class Agent:
         self.logger = RunLogger(self.config.tensorboard_log, self.config.run_name)
         self.collector = Collector(self.instance)
         self.data = PreferenceData()  # the pairs this agent paid for, round by round
+        # the reward model the agent learned and optimises (a reward function), if it has
+        # one: the zoo reports its agreement with the gold reward and the proxy reward
+        self.reward_model: Any = None
         self.global_step = 0
         self.start_round = 0  # the first round this learn() runs (> 0 when resumed)
 

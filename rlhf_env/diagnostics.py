@@ -22,7 +22,7 @@ import torch
 
 from rlhf_env.judging import instance_of, judge
 
-__all__ = ["proxy_reward", "reward_model_agreement"]
+__all__ = ["proxy_reward", "reward_model_agreement", "reward_diagnostics"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Any]
 
@@ -62,3 +62,9 @@ def reward_model_agreement(reward_fn: RewardFn, env: Any, *, n_prompts: int | No
         return float("nan")
     agree = np.where(dp == 0, 0.5, (np.sign(dp) == np.sign(dg)).astype(np.float64))
     return float(agree[keep].mean())
+
+
+def reward_diagnostics(reward_fn: RewardFn, policy: Any, env: Any) -> dict[str, float]:
+    """``proxy_reward`` and ``rm_agreement`` with the default sample sizes (what the zoo logs)."""
+    return {"proxy_reward": proxy_reward(reward_fn, policy, env),
+            "rm_agreement": reward_model_agreement(reward_fn, env)}

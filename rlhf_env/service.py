@@ -127,6 +127,12 @@ class OracleService:
 
         return evaluate(policy, self.env, **(options or {}))
 
+    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
+        """The learned reward's proxy reward on ``policy`` and its agreement with gold."""
+        from rlhf_env.diagnostics import reward_diagnostics
+
+        return reward_diagnostics(reward_fn, policy, self.env)
+
 
 class ServiceLedger(QueryLedger):
     """A ledger whose charges (and answers) happen in an :class:`OracleService`.

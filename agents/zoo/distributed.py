@@ -75,6 +75,9 @@ class RayClient:
     def evaluate(self, policy: Any, options: dict[str, Any]) -> dict[str, float]:
         return self._call("evaluate", policy, options)
 
+    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
+        return self._call("diagnose", reward_fn, policy)
+
     def open_ledger(self, command: str) -> int:
         return self._call("open_ledger", command)
 

@@ -8,7 +8,10 @@
   envs) or to pi0 (sampled envs), so instances line up; best-of-n of pi0 and pi* marked;
 * ``score_vs_labels.png``: score against the labels used (offline + paid), the online agents'
   curves over their rounds;
-* ``metrics.png``: the other metrics per seed.
+* ``metrics.png``: the other metrics per seed;
+* ``gold_vs_sqrt_kl.png``: gold reward (solid) and, for agents that learn a reward model,
+  their proxy reward (dashed) over training against sqrt(KL) — the axes of Gao et al.
+  (2023) on which reward over-optimisation shows as gold rising then falling.
 
 Every agent has its own colour *and* marker, for any number of agents.
 """
@@ -228,11 +231,54 @@ def metrics_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any
     return _save(fig, path)
 
 
+def _trajectory(folder: Path) -> list[tuple[float, float, float]]:
+    """(sqrt KL, gold reward, proxy reward or nan) after each evaluated round of a run."""
+    from agents.files import read_jsonl
+
+    out = []
+    for row in read_jsonl(folder / "metrics.jsonl"):
+        if "eval/kl" in row and "eval/gold_reward" in row:
+            out.append((math.sqrt(max(row["eval/kl"], 0.0)), row["eval/gold_reward"],
+                        row.get("eval/proxy_reward", float("nan"))))
+    return out
+
+
+def overoptimisation_plot(title: str, agg: dict[str, dict[str, Any]],
+                          results: dict[str, list[dict]], env_id: str, runs: str | Path,
+                          path: Path) -> Path | None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    drawn = False
+    for i, a in enumerate(sorted(agg)):
+        trajs = [_trajectory(run_dir(runs, env_id, a, r["seed"])) for r in results[a]]
+        n = min((len(t) for t in trajs), default=0)
+        if n < 2:
+            continue
+        arr = np.array([t[:n] for t in trajs])  # (seeds, rounds, 3)
+        st = style(i)
+        ax.plot(arr[:, :, 0].mean(0), arr[:, :, 1].mean(0), "-", label=f"{a}: gold", **st)
+        proxy = arr[:, :, 2]
+        if np.isfinite(proxy).all():
+            ax.plot(arr[:, :, 0].mean(0), proxy.mean(0), "--", color=st["color"],
+                    marker=st["marker"], markerfacecolor="none", label=f"{a}: its reward model")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("sqrt(KL(pi || pi0))  [sqrt nats]")
+    ax.set_ylabel("reward of the policy's samples (held-out prompts)")
+    ax.set_title(f"{title}: gold and proxy reward over training (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    return _save(fig, path)
+
+
 def make_all(title: str, env_id: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
              results: dict[str, list[dict]], out: Path, runs: str | Path = "runs") -> list[Path]:
     figs = [scores_plot(title, agg, comp, out / "scores.png"),
             paired_plot(title, agg, comp, out / "paired.png"),
             reward_kl_plot(title, agg, out / "reward_vs_kl.png"),
             labels_plot(title, agg, comp, results, env_id, runs, out / "score_vs_labels.png"),
-            metrics_plot(title, agg, comp, out / "metrics.png")]
+            metrics_plot(title, agg, comp, out / "metrics.png"),
+            overoptimisation_plot(title, agg, results, env_id, runs, out / "gold_vs_sqrt_kl.png")]
     return [f for f in figs if f is not None]

@@ -237,6 +237,11 @@ class LocalBackend:
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
         return _evaluate(policy, self.env, self.cfg, final)
 
+    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
+        from rlhf_env.diagnostics import reward_diagnostics
+
+        return reward_diagnostics(reward_fn, policy, self.env)
+
     def counts(self) -> dict[str, int]:
         return {"used": self.ledger.used, "budget": self.ledger.budget,
                 "replayed": self.ledger.replayed}
@@ -267,6 +272,9 @@ class ServiceBackend:
 
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
         return self.client.evaluate(policy, _eval_options(self.env, self.cfg, final))
+
+    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
+        return self.client.diagnose(reward_fn, policy)
 
     def counts(self) -> dict[str, int]:
         return self.client.counts()
@@ -332,6 +340,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             t = int(info.get("iteration", 0))
             if cfg.eval_every and (t + 1) % cfg.eval_every == 0:
                 m = backend.evaluate(a.policy, final=False)
+                if a.reward_model is not None:  # over-optimisation: proxy vs gold
+                    m.update(backend.diagnose(a.reward_model, a.policy))
                 a.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
                               "oracle/queries_paid": backend.counts()["used"]}, a.global_step)
             return callback(a, info) if callback is not None else None
@@ -357,6 +367,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             agent.logger.close()
         agent.save(folder)
         result: dict[str, Any] = dict(backend.evaluate(agent.policy))
+        if agent.reward_model is not None:
+            result.update(backend.diagnose(agent.reward_model, agent.policy))
         sessions, counts = backend.sessions(), backend.counts()
         offline = agent.offline_labels_used
         result.update({"queries_used": counts["used"], "query_budget": counts["budget"],
@@ -364,7 +376,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
                        "queries_replayed": counts["replayed"],
                        "wall_s": _wall(sessions, time.time()),
                        "sessions": len(sessions), "env_id": cfg.env_id, "agent": cfg.agent,
-                       "seed": cfg.seed, "oracle": env.unwrapped.oracle_config})
+                       "seed": cfg.seed, "oracle": cfg.oracle or "bt",
+                       "oracle_config": env.unwrapped.oracle_config})
         write_json(folder / "eval.json", result)
         backend.close()
         final = RunLogger(tb)  # the HPARAMS tab: config beside the final metrics

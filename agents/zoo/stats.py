@@ -25,7 +25,8 @@ __all__ = ["METRICS", "score_key", "ci95", "paired", "iqm", "probability_of_impr
 # (key in eval.json, column title, digits)
 METRICS = (("normalized_score", "normalized score", 3), ("objective", "objective J", 3),
            ("gold_reward", "gold reward", 3), ("kl", "KL", 3), ("win_rate", "win rate", 3),
-           ("labels", "labels", 0), ("queries_used", "queries", 0), ("wall_s", "wall s", 1))
+           ("rm_agreement", "RM agreement", 3), ("labels", "labels", 0),
+           ("queries_used", "queries", 0), ("wall_s", "wall s", 1))
 BOOTSTRAP = 2000
 
 
