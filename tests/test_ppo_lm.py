@@ -10,6 +10,7 @@ import agents
 import rlhf_env
 from agents.algorithms.ppo import PPOConfig
 from agents.algorithms.ppo_lm import TokenEnv, lm_inputs, make_lm_ppo, watch_first_minibatch_ratios
+from agents.algorithms.ppo_lm_cache import prefix_runs
 
 
 def _config(env, **kw):
@@ -22,11 +23,12 @@ def _ones(prompts, responses):
     return np.ones(len(prompts))
 
 
-def _lm_ppo(u, kl_coef, reward_fn=_ones, **config):
-    """SB3 PPO over a trainable copy of the env's pi0, every episode scored by reward_fn."""
+def _lm_ppo(u, kl_coef, reward_fn=_ones, policy=None, **config):
+    """SB3 PPO over a trainable copy of ``policy`` (default: the env's pi0), every episode
+    scored by reward_fn."""
     c = _config(u, **config)
-    model, envs = make_lm_ppo(u.reference.trainable_copy(), u.reference, list(u.train_prompts),
-                              kl_coef=kl_coef, config=c, seed=0)
+    model, envs = make_lm_ppo((policy or u.reference).trainable_copy(), u.reference,
+                              list(u.train_prompts), kl_coef=kl_coef, config=c, seed=0)
     for e in envs:
         e.reward_fn = reward_fn
     return model, c
@@ -87,7 +89,7 @@ def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
     u = tiny_env.unwrapped
     model, c = _lm_ppo(u, 0.7, n_steps=16, n_epochs=1, learning_rate=3e-3)
     buf = _rollout(model, first=True)  # rollout 1: pi = pi0
-    ref = model._ref_log_probs(buf.observations, buf.actions)
+    ref = model.reference_log_probs(buf.observations, buf.actions)
     np.testing.assert_allclose(buf.log_probs, ref, atol=1e-5)
     episodes = _episodes(buf)
     assert len(episodes) >= 4
@@ -100,7 +102,7 @@ def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
         np.testing.assert_allclose(buf.rewards[a:b, e], [0.0] * (b - a - 1) + [1.0], atol=1e-5)
     model.train()
     buf = _rollout(model)  # rollout 2, after one update
-    ref = model._ref_log_probs(buf.observations, buf.actions)
+    ref = model.reference_log_probs(buf.observations, buf.actions)
     penalty = 0.7 * (buf.log_probs - ref)
     assert np.abs(penalty).max() > 1e-3  # the policy moved after one update
     raw = buf.rewards + penalty  # what the env paid: 1 on each last token, 0 elsewhere
@@ -110,9 +112,10 @@ def test_kl_penalty_per_token_matches_an_unpadded_reference_pass(tiny_env):
     assert model.kl_stats["kl"] == pytest.approx((buf.log_probs - ref).sum() / n_eps, rel=1e-4)
 
 
-@pytest.mark.parametrize("dropout_on", [False, True])
-def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, dropout_on):
-    model, c = _lm_ppo(tiny_env.unwrapped, 0.5,
+@pytest.mark.parametrize("rollout,dropout_on",
+                         [("cached", False), ("cached", True), ("per_state", False)])
+def test_ppo_ratio_is_one_on_the_first_minibatch_of_each_update(tiny_env, rollout, dropout_on):
+    model, c = _lm_ppo(tiny_env.unwrapped, 0.5, rollout=rollout,
                        reward_fn=lambda p, r: np.array([float(len(x)) for x in r]))
     for m in model.policy.lm.modules():  # a model whose config has dropout, like most hub LMs
         if isinstance(m, torch.nn.Dropout):
@@ -144,6 +147,10 @@ def test_config_defaults_follow_the_kind_of_env(tiny_env):
         agents.make("ppo", fresh)
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
         agents.make("ppo", tiny_env, critic="separate")
+    assert lm.config.rollout == "cached"
+    assert agents.make("ppo", tiny_env, rollout="per_state").config.rollout == "per_state"
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="rollout must be one of"):
+        agents.make("ppo", tiny_env, rollout="kv")
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="max_new_tokens must be"):
         agents.make("ppo", tiny_env, max_new_tokens=0)
 
@@ -182,3 +189,156 @@ def test_adaptive_kl_controller_follows_ziegler_update(tiny_env):
     err = np.clip(kl / 0.01 - 1, -0.2, 0.2)
     assert model.kl_stats["kl_coef"] == before
     assert model.kl_coef == pytest.approx(before * (1 + err * episodes / 100))
+
+
+# -- the cached path (one forward pass per sequence) against the per-state path ----------------
+
+def test_prefix_runs_group_each_state_with_the_states_it_grows_into():
+    # rows 0-2: one sequence [5] -> [5, 6] -> [5, 6, 7]; row 3 a new prompt; row 4 grows row 3
+    obs = torch.tensor([[-1, -1, -1, 5], [-1, -1, 5, 6], [-1, 5, 6, 7], [-1, -1, 8, 9],
+                        [-1, 8, 9, 4]])
+    run, back = prefix_runs(obs, torch.tensor([6, 7, 1, 4, 2]))
+    assert run.tolist() == [0, 0, 0, 1, 1] and back.tolist() == [2, 1, 0, 1, 0]
+    # the same states with a different action in row 1: row 2 no longer grows it
+    run, back = prefix_runs(obs, torch.tensor([6, 3, 1, 4, 2]))
+    assert run.tolist() == [0, 0, 1, 2, 2] and back.tolist() == [1, 0, 0, 1, 0]
+    # a full-width state shifted by one has lost its first token: not a prefix
+    run, _ = prefix_runs(torch.tensor([[5, 6, 7], [6, 7, 8]]), torch.tensor([8, 1]))
+    assert run.tolist() == [0, 1]
+
+
+def test_kv_cache_stepper_matches_a_forward_pass_per_state(tiny_env):
+    """Rows that grow by one token, rows that restart (a prompt longer than the cache so far,
+    then a shorter one): the same logits and hidden states as encoding each state afresh."""
+    from agents.algorithms.ppo_lm_cache import KVCacheStepper
+
+    ref = tiny_env.unwrapped.reference
+    width = 40
+
+    def states(*seqs):
+        obs = torch.full((len(seqs), width), -1)
+        for i, s in enumerate(seqs):
+            obs[i, width - len(s):] = torch.tensor(s)
+        return obs
+
+    a, b, long, short = [65, 66], [70], list(range(97, 97 + 30)), [50, 51, 52]
+    calls = [states(a, b), states(a + [1], long), states(a + [1, 2], long + [3]),
+             states(short, long + [3, 4]), states(short + [5], long + [3, 4, 6]),
+             states(short + [5], long + [3, 4, 6])]  # the same states again: no new step
+    stepper = KVCacheStepper(ref.model, ref.pad_id)
+    widths = []
+    with torch.no_grad():
+        for obs in calls:
+            logits, hidden = stepper(obs)
+            widths.append(stepper.mask.shape[1])
+            ids, mask, pos = lm_inputs(obs, ref.pad_id)
+            out = ref.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                            output_hidden_states=True)
+            torch.testing.assert_close(logits, out.logits[:, -1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(hidden, out.hidden_states[-1][:, -1], atol=1e-5, rtol=1e-5)
+    assert widths == [2, 30, 31, 32, 33, 33]  # widened for the long prompt, then one per step
+
+
+def _perturbed(u, scale=0.05, seed=1):
+    """A trainable copy of pi0 with noise on every weight: pi != pi0, so penalties are non-zero."""
+    policy = u.reference.trainable_copy()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return policy
+
+
+def _tokens_fed(lm):
+    """Counts the tokens the LM is run on (a forward hook); returns the list it appends to."""
+    fed = []
+    lm.register_forward_hook(lambda m, args, kw, out: fed.append(kw["input_ids"].numel()),
+                             with_kwargs=True)
+    return fed
+
+
+def test_cached_and_per_state_paths_agree_on_the_same_rollout(tiny_env):
+    """Same states and tokens: the same log-probs, values, pi0 log-probs, rewards, advantages,
+    PPO loss and gradients, within 1e-5; and the cached rollout feeds the LM far fewer tokens."""
+    u = tiny_env.unwrapped
+    policy = _perturbed(u)
+    models = {}
+    for path in ("cached", "per_state"):
+        model, c = _lm_ppo(u, 0.7, policy=policy, rollout=path, n_steps=16, n_epochs=1,
+                           batch_size=4 * 16, max_grad_norm=1e6)
+        with torch.no_grad():  # a non-trivial critic, the same in both
+            g = torch.Generator().manual_seed(2)
+            model.policy.value_head.weight.copy_(torch.randn(model.policy.value_head.weight.shape,
+                                                             generator=g))
+            model.policy.value_head.bias.fill_(0.3)
+        model._callback = model._setup_learn(10**6)[1]
+        models[path] = model
+    mc, mp = models["cached"], models["per_state"]
+    fed = _tokens_fed(mc.policy.lm)
+    bc = _rollout(mc)  # the cached path's rollout: KV-cached sampler, sequence pass of pi0
+    steps, envs, width = bc.observations.shape
+    per_state_fed = sum(lm_inputs(torch.as_tensor(o), 0)[0].numel() for o in bc.observations)
+    assert sum(fed) < per_state_fed / 3, (sum(fed), per_state_fed)
+
+    # the per-state path on the same rollout: its actor's log-probs and values of the same
+    # states and tokens (what its own rollout records), the env's raw rewards, its penalty
+    bp = mp.rollout_buffer
+    for name in ("observations", "actions", "episode_starts"):
+        setattr(bp, name, getattr(bc, name).copy())
+    mp._last_obs, mp._last_episode_starts = mc._last_obs.copy(), mc._last_episode_starts.copy()
+    ends = np.vstack([bc.episode_starts[1:], mc._last_episode_starts[None]])
+    bp.rewards = ends.astype(np.float32)  # _ones pays 1 on each episode's last token
+    with torch.no_grad():
+        values, logp, _ = mp.policy.evaluate_actions(torch.as_tensor(bc.observations.reshape(
+            -1, width)), torch.as_tensor(bc.actions.reshape(-1)).long())
+    bp.values, bp.log_probs = values.numpy().reshape(steps, envs), logp.numpy().reshape(steps, envs)
+    bp.pos, bp.full = steps, True
+    mp.apply_kl_penalty(bp)
+
+    ref_c = mc.reference_log_probs(bc.observations, bc.actions)  # one pass per segment
+    ref_p = mp.reference_log_probs(bc.observations, bc.actions)  # one pass per state
+    assert np.abs(bc.log_probs - ref_c).max() > 1e-2 and bc.values.std() > 1e-2  # not trivial
+    for a, b in ((bc.log_probs, bp.log_probs), (bc.values, bp.values), (ref_c, ref_p),
+                 (bc.rewards, bp.rewards), (bc.advantages, bp.advantages),
+                 (bc.returns, bp.returns)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(bc.rewards + 0.7 * (bc.log_probs - ref_c), ends, atol=1e-5)
+    assert mc.kl_stats["kl"] == pytest.approx(mp.kl_stats["kl"], abs=1e-5)
+
+    # one minibatch of all tokens: SB3's train computes the same loss and gradients
+    grads = {}
+    for path, model in models.items():
+        model.train()
+        grads[path] = [p.grad.clone() for p in model.policy.parameters()]
+    assert sum(float(g.norm()) for g in grads["cached"]) > 1e-3
+    for a, b in zip(grads["cached"], grads["per_state"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for k in ("loss", "policy_gradient_loss", "value_loss", "entropy_loss", "approx_kl"):
+        assert mc.logger.name_to_value[f"train/{k}"] == pytest.approx(
+            mp.logger.name_to_value[f"train/{k}"], abs=1e-5), k
+
+
+def test_sequence_minibatches_cover_every_token_once_and_match_the_per_state_actor(tiny_env):
+    """Minibatches of 24 tokens (segments cut at their edges): each token once, in one forward
+    pass per run, with the per-state actor's log-probs, values and entropies."""
+    u = tiny_env.unwrapped
+    mc, c = _lm_ppo(u, 0.5, policy=_perturbed(u), n_steps=16)
+    mp, _ = _lm_ppo(u, 0.5, policy=_perturbed(u), rollout="per_state")
+    buf = _rollout(mc, first=True)
+    n_segments = len(buf.segments())
+    seen, runs = [], 0
+    for batch in buf.get(24):
+        obs, acts = batch.observations, batch.actions.long().flatten()
+        assert len(acts) == 24 or len(acts) == 64 % 24
+        runs += int(prefix_runs(obs, acts)[0].max()) + 1
+        with torch.no_grad():
+            for a, b in zip(mc.policy.evaluate_actions(obs, acts),
+                            mp.policy.evaluate_actions(obs, acts)):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(mc.policy.evaluate_actions(obs, acts)[1],
+                                       batch.old_log_prob, atol=1e-5, rtol=1e-5)
+        seen += [(tuple(o.tolist()), int(a)) for o, a in zip(obs, acts)]
+    every = [(tuple(o.tolist()), int(a)) for o, a in zip(buf.observations, buf.actions[:, 0])]
+    assert sorted(seen) == sorted(every)
+    assert runs <= n_segments + 64 // 24  # at most one extra pass per minibatch boundary
+    assert runs < len(every) / 2

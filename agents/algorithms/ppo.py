@@ -46,9 +46,10 @@ from agents.loop import Agent
 from agents.reward_models import RewardModelConfig, fit_reward_model
 from rlhf_env.policies import TabularPolicy
 
-__all__ = ["KLBanditEnv", "PPOConfig", "PPOAgent", "train_ppo_on_table", "CRITICS"]
+__all__ = ["KLBanditEnv", "PPOConfig", "PPOAgent", "train_ppo_on_table", "CRITICS", "ROLLOUTS"]
 
 CRITICS = ("detached", "shared")
+ROLLOUTS = ("cached", "per_state")
 
 
 class KLBanditEnv(gym.Env):
@@ -134,7 +135,11 @@ class PPOConfig(AgentConfig):
     ``temperature`` (rollouts and loss alike), ``max_new_tokens`` (None = the policy's),
     ``max_prompt_tokens``, ``n_envs``, ``gae_lambda``, ``vf_coef``, ``max_grad_norm``,
     ``critic`` (``"detached"`` or ``"shared"``; see
-    :class:`agents.algorithms.ppo_lm.CausalLMActorCritic`).
+    :class:`agents.algorithms.ppo_lm.CausalLMActorCritic`), ``rollout`` (``"cached"``: one
+    forward pass per sequence, a KV cache in rollouts and one teacher-forced pass per
+    segment in updates; ``"per_state"``: every state encoded from scratch, about
+    ``max_new_tokens`` times the compute; the same transitions and loss, see
+    :mod:`agents.algorithms.ppo_lm`).
     """
 
     iterations: int = 2
@@ -156,6 +161,7 @@ class PPOConfig(AgentConfig):
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     critic: str = "detached"
+    rollout: str = "cached"
 
     def check(self) -> None:
         super().check()
@@ -171,6 +177,7 @@ class PPOConfig(AgentConfig):
         check(self.kl_target is None or self.kl_target > 0,
               f"kl_target must be > 0 or None, got {self.kl_target!r}")
         check(self.critic in CRITICS, f"critic must be one of {CRITICS}, got {self.critic!r}")
+        check(self.rollout in ROLLOUTS, f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
         check(0 <= self.gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
         check(self.vf_coef >= 0 and self.max_grad_norm > 0, "vf_coef >= 0 and max_grad_norm > 0")
 

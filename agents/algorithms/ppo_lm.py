@@ -12,7 +12,7 @@ The standard RLHF form (Ziegler et al. 2019; Ouyang et al. 2022), as an MDP SB3 
   sequence-level ``KL(pi(.|x) || pi0(.|x))``: with ``kl_coef = eta`` PPO maximises the
   env's objective ``E[r_hat] - eta·KL`` with the RM's r_hat for r*. The env pays only
   the score; :class:`KLPenalizedPPO` adds the penalty to SB3's rollout buffer after each
-  rollout (log pi from the buffer's own rollout log-probs, log pi0 from one batched pass
+  rollout (log pi from the buffer's own rollout log-probs, log pi0 from batched passes
   of the frozen reference over the buffer's states) and recomputes the GAE advantages.
   An optional adaptive controller (Ziegler et al. 2019, Sec. 2.2) moves ``kl_coef``
   towards a target KL; it changes the objective, so it is off by default.
@@ -22,16 +22,25 @@ The standard RLHF form (Ziegler et al. 2019; Ouyang et al. 2022), as an MDP SB3 
   stays off in training too (the LM is kept in eval mode), so on the first minibatch
   of each update the PPO ratio is exactly the rollout's: 1.
 
-Rollouts are batched over SB3's ``n_envs`` parallel episodes: one forward pass of the
-LM per token for all of them. Each state is its full prefix (SB3's rollout loop keeps
-no KV cache between steps), so a rollout costs about ``max_new_tokens`` times a
-cached sampler's compute; fine for the tiny models and short responses this runs on
-here, and the reason to keep ``max_new_tokens`` modest with large models.
+Two ways to compute the same rollouts and updates (the hyperparameter ``rollout``):
+
+* ``"cached"`` (default): one forward pass per sequence (:mod:`agents.algorithms.ppo_lm_cache`).
+  SB3's rollout loop runs unchanged while the actor keeps a KV cache across its steps
+  (each token one decoding step, each prompt one encoding); pi0's log-probs come from one
+  teacher-forced pass over each finished segment; PPO's update, SB3's ``train`` unchanged,
+  gets minibatches of whole segments and evaluates each in one forward pass. The same
+  transitions, advantages and per-token loss as ``"per_state"``, to float rounding.
+* ``"per_state"``: every state is its full prefix, encoded from scratch, in the rollout
+  (one forward pass per step for the ``n_envs`` episodes), for pi0 and in every epoch:
+  about ``L`` passes for a response of ``L`` tokens. Kept as the reference the tests hold
+  the cached path to, and for models whose KV cache the cached path cannot edit (anything
+  but a plain ``DynamicCache``, e.g. sliding-window attention).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -43,25 +52,19 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
+from agents.algorithms.ppo import ROLLOUTS
+from agents.algorithms.ppo_lm_cache import (
+    KVCacheStepper,
+    SequenceRolloutBuffer,
+    lm_inputs,
+    prefix_runs,
+    run_outputs,
+)
+
 __all__ = ["TokenEnv", "CausalLMActorCritic", "KLPenalizedPPO", "lm_inputs", "make_lm_ppo",
            "watch_first_minibatch_ratios"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-
-def lm_inputs(obs: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids) for left-padded states (-1 = padding).
-
-    Columns that are padding in every row are dropped first (states are padded to the
-    longest possible prompt; a batch rarely needs that width).
-    """
-    obs = obs.long()
-    keep = (obs >= 0).any(0).nonzero()
-    obs = obs[:, int(keep[0]) if len(keep) else 0:]
-    mask = (obs >= 0).long()
-    ids = torch.where(mask.bool(), obs, torch.full_like(obs, pad_id))
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
 
 
 class TokenEnv(gym.Env):
@@ -126,23 +129,37 @@ class CausalLMActorCritic(ActorCriticPolicy):
     """SB3 actor-critic over a causal LM: next-token logits / temperature, value head.
 
     Extra ``policy_kwargs``: ``lm`` (the causal LM, trained in place), ``pad_id``,
-    ``temperature``, ``critic``:
+    ``temperature``, ``critic``, ``rollout``:
 
-    * ``"detached"`` (default): the value head reads the actor's last hidden state with
-      the gradient stopped, so only the PPO policy loss moves the LM.
-    * ``"shared"``: the value loss also trains the trunk (TRL's classic value head). On
-      TinyInstruct-v0 at lr 3e-4 this drifted the policy outside PPO's clip (KL to pi0
+    * ``critic="detached"`` (default): the value head reads the actor's last hidden state
+      with the gradient stopped, so only the PPO policy loss moves the LM.
+    * ``critic="shared"``: the value loss also trains the trunk (TRL's classic value head).
+      On TinyInstruct-v0 at lr 3e-4 this drifted the policy outside PPO's clip (KL to pi0
       80 nats within two iterations, against 0.6 detached): the clip bounds the policy
       loss's step, not the value loss's.
+    * ``rollout="cached"`` (default): inside :meth:`cached_rollout`, ``forward`` keeps a
+      KV cache across calls (:class:`~agents.algorithms.ppo_lm_cache.KVCacheStepper`), and
+      ``evaluate_actions`` evaluates each run of consecutive states of one sequence in one
+      forward pass (:func:`~agents.algorithms.ppo_lm_cache.run_outputs`).
+      ``rollout="per_state"``: every call encodes every state from scratch.
+
+    Overrides of SB3's ``ActorCriticPolicy``: ``_build`` (the LM and value head instead of
+    an MLP), ``set_training_mode`` (the LM stays in eval mode), ``forward`` (rollout
+    actions, values, log-probs), ``evaluate_actions`` (the update's), ``get_distribution``
+    (per state: SB3's ``predict``) and ``predict_values`` (the rollout's bootstrap value;
+    cached within :meth:`cached_rollout`).
     """
 
     def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, *,
                  lm: nn.Module, pad_id: int, temperature: float = 1.0,
-                 critic: str = "detached", **kwargs: Any) -> None:
+                 critic: str = "detached", rollout: str = "cached", **kwargs: Any) -> None:
         if critic not in ("detached", "shared"):
             raise ValueError(f"critic must be 'detached' or 'shared', got {critic!r}")
+        if rollout not in ROLLOUTS:
+            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout!r}")
         self._pending = [lm]  # a list: nn.Module forbids module attributes before __init__
         self.pad_id, self.temperature, self.critic = int(pad_id), float(temperature), critic
+        self.rollout, self.stepper = rollout, None
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
@@ -158,41 +175,76 @@ class CausalLMActorCritic(ActorCriticPolicy):
         super().set_training_mode(mode)
         self.lm.eval()  # dropout off: rollout and loss see the same distribution
 
-    def _heads(self, obs: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        ids, mask, pos = lm_inputs(obs, self.pad_id)
-        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos,
-                      output_hidden_states=True, use_cache=False)
-        logits = out.logits[:, -1].float() / self.temperature
-        hidden = out.hidden_states[-1][:, -1].float()
+    @contextlib.contextmanager
+    def cached_rollout(self) -> Iterator[None]:
+        """Within: ``forward`` and ``predict_values`` reuse one KV cache across calls.
+
+        A no-op when ``rollout="per_state"``. The cache is dropped on exit, as it is only
+        valid while the weights stay unchanged.
+        """
+        if self.rollout == "cached":
+            self.stepper = KVCacheStepper(self.lm, self.pad_id)
+        try:
+            yield
+        finally:
+            self.stepper = None
+
+    def _dist_and_values(self, logits: torch.Tensor, hidden: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The action distribution of next-token ``logits`` (b, V) and the values (b, 1)."""
+        logits, hidden = logits.float() / self.temperature, hidden.float()
         values = self.value_head(hidden.detach() if self.critic == "detached" else hidden)
         return self.action_dist.proba_distribution(action_logits=logits), values
 
+    def _heads(self, obs: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Distribution and values of each state, one forward pass of its whole prefix."""
+        ids, mask, pos = lm_inputs(obs, self.pad_id)
+        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos,
+                      output_hidden_states=True, use_cache=False)
+        return self._dist_and_values(out.logits[:, -1], out.hidden_states[-1][:, -1])
+
     def forward(self, obs: torch.Tensor, deterministic: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dist, values = self._heads(obs)
+        dist, values = (self._dist_and_values(*self.stepper(obs)) if self.stepper is not None
+                        else self._heads(obs))
         actions = dist.get_actions(deterministic=deterministic)
         return actions, values, dist.log_prob(actions)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dist, values = self._heads(obs)
+        if self.rollout == "cached":
+            dist, values = self._dist_and_values(*run_outputs(self.lm, obs, actions, self.pad_id))
+        else:
+            dist, values = self._heads(obs)
         return values, dist.log_prob(actions), dist.entropy()
 
     def get_distribution(self, obs: torch.Tensor) -> Any:
         return self._heads(obs)[0]
 
     def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.stepper is not None:  # the rollout's bootstrap value: one cached step
+            return self._dist_and_values(*self.stepper(obs))[1]
         return self._heads(obs)[1]
 
 
 class KLPenalizedPPO(PPO):
-    """SB3 PPO whose rollout rewards get the per-token KL penalty to a frozen pi0.
+    """SB3's PPO on the token MDP, with the per-token KL penalty to a frozen pi0 in its rewards.
+
+    Reference implementation: stable-baselines3 2.x ``PPO``; the KL-penalised token
+    reward of Ziegler et al. (2019) and Ouyang et al. (2022).
+
+    Overrides one SB3 method, ``collect_rollouts``: it runs SB3's own loop, then subtracts
+    ``kl_coef·(log pi - log pi0)`` from the buffer's rewards (:meth:`apply_kl_penalty`) and
+    recomputes SB3's GAE, both inside ``policy.cached_rollout()`` (on the cached path the
+    actor keeps a KV cache across the loop's steps and the bootstrap value). SB3's ``train``
+    runs unchanged; the cached path's one-pass-per-sequence update comes from the buffer
+    class (:class:`~agents.algorithms.ppo_lm_cache.SequenceRolloutBuffer`, minibatches of
+    whole segments) and the actor's ``evaluate_actions``.
 
     Extra arguments: ``ref_model`` (pi0's causal LM), ``kl_coef`` (eta),
     ``kl_target`` (None = fixed coefficient; else the adaptive controller's target
     KL per episode), ``kl_horizon`` (the controller's horizon in episodes),
-    ``ref_batch_size``. ``kl_stats`` holds the last rollout's mean episode KL
-    estimate, penalty and coefficient.
+    ``ref_batch_size`` (states, or on the cached path segments, per pass of pi0).
+    ``kl_stats`` holds the last rollout's mean episode KL estimate, penalty and coefficient.
     """
 
     def __init__(self, *args: Any, ref_model: nn.Module, kl_coef: float,
@@ -205,40 +257,62 @@ class KLPenalizedPPO(PPO):
         self.kl_stats: dict[str, float] = {}
 
     @torch.no_grad()
-    def _ref_log_probs(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        flat = torch.as_tensor(obs.reshape(-1, obs.shape[-1]))
-        acts = torch.as_tensor(actions.reshape(-1)).long()
-        dev = next(self.ref_model.parameters()).device
-        temp, pad = self.policy.temperature, self.policy.pad_id
-        out = []
-        for i in range(0, len(flat), self.ref_batch_size):
-            ids, mask, pos = (t.to(dev) for t in lm_inputs(flat[i:i + self.ref_batch_size], pad))
-            logits = self.ref_model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                    use_cache=False).logits[:, -1].float() / temp
-            lp = torch.log_softmax(logits, -1)
-            out.append(lp.gather(-1, acts[i:i + self.ref_batch_size, None].to(dev))[:, 0])
-        return torch.cat(out).cpu().numpy().reshape(actions.shape[:2])
+    def reference_log_probs(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """log pi0(a_t|s_t) of a rollout buffer's ``(steps, envs, ...)`` states and actions.
 
-    def collect_rollouts(self, env: Any, callback: Any, rollout_buffer: Any,
-                         n_rollout_steps: int) -> bool:
-        if not super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps):
-            return False
-        buf = rollout_buffer
-        ref = self._ref_log_probs(buf.observations, buf.actions)
-        log_ratio = buf.log_probs - ref  # log pi - log pi0 of each sampled token
+        Returns a ``(steps, envs)`` array (nats, at the actor's temperature). Per state on
+        the per-state path; on the cached path one teacher-forced pass per segment.
+        """
+        steps, envs, width = observations.shape
+        cached = self.policy.rollout == "cached"
+        if cached:  # env-major, so that each env's segments are runs of consecutive rows
+            observations, actions = observations.swapaxes(0, 1), actions.swapaxes(0, 1)
+        dev = next(self.ref_model.parameters()).device
+        obs = torch.as_tensor(observations.reshape(-1, width)).to(dev)
+        acts = torch.as_tensor(actions.reshape(-1)).long().to(dev)
+        run = prefix_runs(obs, acts)[0] if cached else torch.arange(len(obs), device=dev)
+        out = []
+        for first in range(0, int(run[-1]) + 1, self.ref_batch_size):
+            lo, hi = (int(i) for i in torch.searchsorted(run, torch.tensor(
+                [first, first + self.ref_batch_size], device=dev)))
+            if cached:
+                logits = run_outputs(self.ref_model, obs[lo:hi], acts[lo:hi], self.policy.pad_id)[0]
+            else:
+                ids, mask, pos = lm_inputs(obs[lo:hi], self.policy.pad_id)
+                logits = self.ref_model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                        use_cache=False).logits[:, -1]
+            lp = torch.log_softmax(logits.float() / self.policy.temperature, -1)
+            out.append(lp.gather(-1, acts[lo:hi, None])[:, 0])
+        lp = torch.cat(out).cpu().numpy()
+        return lp.reshape(envs, steps).T if cached else lp.reshape(steps, envs)
+
+    def apply_kl_penalty(self, buf: Any) -> dict[str, float]:
+        """Subtract ``kl_coef·(log pi - log pi0)`` from each token's reward, redo GAE.
+
+        ``buf`` is the rollout buffer SB3 just filled (its ``log_probs`` are the rollout's
+        log pi). Returns and logs ``kl_stats``, then moves ``kl_coef`` if adaptive.
+        """
+        log_ratio = buf.log_probs - self.reference_log_probs(buf.observations, buf.actions)
         buf.rewards -= (self.kl_coef * log_ratio).astype(buf.rewards.dtype)
         with torch.no_grad():
             last = self.policy.predict_values(obs_as_tensor(self._last_obs, self.device))
         buf.compute_returns_and_advantage(last_values=last, dones=self._last_episode_starts)
         episodes = max(1.0, float(buf.episode_starts.sum()))
         kl = float(log_ratio.sum()) / episodes
-        self.kl_stats = {"kl": kl, "kl_coef": self.kl_coef,
-                         "kl_penalty": self.kl_coef * kl}
+        self.kl_stats = {"kl": kl, "kl_coef": self.kl_coef, "kl_penalty": self.kl_coef * kl}
         for k, v in self.kl_stats.items():
             self.logger.record(f"rollout/{k}", v)
         if self.kl_target is not None:  # Ziegler et al. (2019), Sec. 2.2
             err = float(np.clip(kl / self.kl_target - 1.0, -0.2, 0.2))
             self.kl_coef *= 1.0 + err * episodes / self.kl_horizon
+        return self.kl_stats
+
+    def collect_rollouts(self, env: Any, callback: Any, rollout_buffer: Any,
+                         n_rollout_steps: int) -> bool:
+        with self.policy.cached_rollout():
+            if not super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps):
+                return False
+            self.apply_kl_penalty(rollout_buffer)
         return True
 
 
@@ -259,11 +333,13 @@ def make_lm_ppo(policy: Any, ref: Any, prompts: Sequence[str], *, kl_coef: float
     schedule = (lambda progress: lr * progress) if c.linear_decay else lr  # noqa: E731
     model = KLPenalizedPPO(
         CausalLMActorCritic, venv, learning_rate=schedule, n_steps=c.n_steps,
+        rollout_buffer_class=SequenceRolloutBuffer if c.rollout == "cached" else None,
         batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=1.0, gae_lambda=c.gae_lambda,
         clip_range=c.clip_range, ent_coef=0.0, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
         normalize_advantage=True, seed=seed, device=policy.device,
         policy_kwargs={"lm": policy.model, "pad_id": policy.pad_id,
-                       "temperature": c.temperature, "critic": c.critic},
+                       "temperature": c.temperature, "critic": c.critic,
+                       "rollout": c.rollout},
         ref_model=ref.model, kl_coef=kl_coef, kl_target=c.kl_target)
     return model, envs
 
