@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["LossOutput", "dpo_loss", "ipo_loss", "hinge_loss", "nll_loss", "bt_reward_loss",
-           "preference_loss", "LOSS_TYPES"]
+           "preference_loss", "per_token", "LOSS_TYPES"]
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -74,7 +74,14 @@ def dpo_loss(pi_c: torch.Tensor, pi_r: torch.Tensor, ref_c: torch.Tensor, ref_r:
 
 def ipo_loss(pi_c: torch.Tensor, pi_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
              beta: float) -> LossOutput:
-    """IPO (Azar et al. 2023, Eq. 17): ``(h - 1 / (2 * beta))^2``, beta playing tau's role."""
+    """IPO (Azar et al. 2023, Eq. 17): ``(h - 1 / (2 * beta))^2``, beta playing tau's role.
+
+    h is built from whatever log-probs are passed. The IPO authors' implementation and
+    TRL's ``DPOTrainer`` pass *per-token averages* (each sequence's summed log-prob divided
+    by its number of response tokens, EOS included: :func:`per_token`), which is what
+    :func:`agents.trainer.train_preferences` does for IPO by default (``ipo_average``);
+    with sums, the target margin 1/(2 beta) means something else for every length.
+    """
     h = (pi_c - ref_c) - (pi_r - ref_r)
     losses = (h - 1.0 / (2.0 * beta)) ** 2
     return LossOutput(losses, _diagnostics(beta, pi_c, pi_r, ref_c, ref_r))
@@ -112,6 +119,12 @@ def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     over-optimisation), as TRL's ``rpo_alpha`` does.
     """
     return -logp / n_tokens.clamp(min=1)
+
+
+def per_token(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Summed sequence log-probs ``(b,)`` as per-token averages: ``logp / n_tokens`` (TRL's
+    length normalisation for IPO: ``all_logps / loss_mask.sum(-1)``)."""
+    return logp / n_tokens.to(logp.dtype).clamp(min=1)
 
 
 def bt_reward_loss(r_c: torch.Tensor, r_r: torch.Tensor) -> LossOutput:

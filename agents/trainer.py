@@ -5,6 +5,12 @@ with a loss from :mod:`agents.losses`, the reference fixed. Reference
 log-probs are computed once, before the first step. Pairs whose two
 responses are identical carry no preference and are dropped (counted).
 
+IPO (``loss_type="ipo"``) is computed on per-token averaged log-probs by default, as the
+IPO authors' implementation and TRL do (``ipo_average=True``; policy and reference
+log-probs of each response divided by its token count, EOS included); ``False`` uses the
+summed log-probs (this package before version 0.3). Finite policies have one token per
+response, so the two agree there.
+
 With ``rpo_alpha > 0`` the loss adds rpo_alpha times the per-token negative
 log-likelihood of the chosen response (RPO: Pang et al. 2024; Liu et al. 2024),
 which keeps DPO from moving probability onto responses it never saw.
@@ -29,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.data import PreferenceData
-from agents.losses import nll_loss, preference_loss
+from agents.losses import nll_loss, per_token, preference_loss
 from rlhf_env.policies import Policy
 
 __all__ = ["TrainResult", "train_preferences", "reference_log_probs", "distributed_context"]
@@ -84,6 +90,7 @@ def accumulate_gradients(
     policy: Policy, data: PreferenceData, idx: list[int], ref_c: torch.Tensor,
     ref_r: torch.Tensor, *, beta: float, loss_type: str, label_smoothing: float,
     soft: torch.Tensor | None, micro_batch_size: int, batch_len: int, rpo_alpha: float = 0.0,
+    ipo_average: bool = True,
 ) -> dict[str, float]:
     """Backward the loss of pairs ``idx`` in micro-batches, each scaled by 1/``batch_len``.
 
@@ -95,19 +102,25 @@ def accumulate_gradients(
         mb = idx[m0 : m0 + micro_batch_size]
         prompts = [data.prompts[i] for i in mb]
         chosen = [data.chosen[i] for i in mb]
-        if hasattr(policy, "token_log_probs"):  # language models: lengths for the NLL term
+        rejected = [data.rejected[i] for i in mb]
+        if hasattr(policy, "token_log_probs"):  # language models: lengths for NLL and IPO
             pi_c, n_c = policy.token_log_probs(prompts, chosen)
+            pi_r, n_r = policy.token_log_probs(prompts, rejected)
         else:
-            pi_c = policy.log_prob(prompts, chosen)
-            n_c = torch.ones_like(pi_c)
-        pi_r = policy.log_prob(prompts, [data.rejected[i] for i in mb])
+            pi_c, pi_r = policy.log_prob(prompts, chosen), policy.log_prob(prompts, rejected)
+            n_c = n_r = torch.ones_like(pi_c)
         dev, dt = pi_c.device, pi_c.dtype
+        n_c, n_r = n_c.to(dev, dt), n_r.to(dev, dt)
+        rc, rr = ref_c[mb].to(dev, dt), ref_r[mb].to(dev, dt)
         eps = label_smoothing if soft is None else soft[mb].to(dev, dt)
-        out = preference_loss(loss_type, pi_c, pi_r, ref_c[mb].to(dev, dt), ref_r[mb].to(dev, dt),
-                              beta, eps)
+        if loss_type == "ipo" and ipo_average:
+            out = preference_loss(loss_type, per_token(pi_c, n_c), per_token(pi_r, n_r),
+                                  per_token(rc, n_c), per_token(rr, n_r), beta, eps)
+        else:
+            out = preference_loss(loss_type, pi_c, pi_r, rc, rr, beta, eps)
         losses = out.losses
         if rpo_alpha:
-            nll = nll_loss(pi_c, n_c.to(dev, dt))
+            nll = nll_loss(pi_c, n_c)
             losses = losses + rpo_alpha * nll
             sums["nll"] = sums.get("nll", 0.0) + float(nll.detach().sum())
         (losses.sum() / batch_len).backward()
@@ -126,6 +139,7 @@ def train_preferences(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
     rpo_alpha: float = 0.0,
+    ipo_average: bool = True,
     num_train_epochs: int = 1,
     per_device_train_batch_size: int | None = 32,
     gradient_accumulation_steps: int = 1,
@@ -170,7 +184,7 @@ def train_preferences(
             sums = accumulate_gradients(
                 policy, data, mine, ref_c, ref_r, beta=beta, loss_type=loss_type,
                 label_smoothing=label_smoothing, soft=soft, micro_batch_size=mbs,
-                batch_len=len(batch), rpo_alpha=rpo_alpha)
+                batch_len=len(batch), rpo_alpha=rpo_alpha, ipo_average=ipo_average)
             if acc.num_processes > 1:
                 for p in params:
                     if p.grad is None:

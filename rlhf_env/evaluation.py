@@ -24,7 +24,13 @@ and ``optimal/kl`` (pi*), and ``best_of_<n>/gold_reward`` and ``best_of_<n>/kl``
 On sampled (language) envs they are Monte Carlo estimates on the held-out
 prompts, each with a ``*_stderr`` (the standard error of the mean over
 prompts, samples of one prompt averaged first). ``kl`` is the sequence-level
-log-ratio log pi(y|x) - log pi0(y|x) averaged over the policy's own samples;
+log-ratio log pi(y|x) - log pi0(y|x) averaged over the policy's own samples, each
+scored on exactly the tokens that were drawn (a sample cut at ``max_new_tokens``
+has no EOS; bytes that are not valid UTF-8 are not re-encoded), pi under the
+distribution it was sampled from (``temperature``, ``top_p``) and pi0 under its
+own (temperature 1, its top-p): the KL of the policy as evaluated. That needs a
+causal LM policy over pi0's tokenizer; any other policy is scored by
+``log_prob`` on the text and only at temperature 1 (other options are refused);
 ``win_rate`` pairs each policy sample with a pi0 sample and averages the BT
 probability. The dict adds ``mean_length`` (characters) and best-of-n
 reference points of pi0: ``best_of_<n>/gold_reward`` (best of n pi0 samples by
@@ -119,6 +125,17 @@ def exact_metrics(policy: Policy, inst: ProblemInstance, j: Judge) -> dict[str, 
     }
 
 
+def _token_exact(policy: Policy, reference: Policy) -> bool:
+    """Whether the KL can score exactly the tokens sampled: both policies are causal LMs over
+    one vocabulary (so the policy's sampled token ids mean the same to pi0)."""
+    from rlhf_env.policies.causal_lm import CausalLMPolicy
+
+    return (isinstance(policy, CausalLMPolicy) and isinstance(reference, CausalLMPolicy)
+            and policy.eos_id == reference.eos_id
+            and (policy.tokenizer is reference.tokenizer
+                 or policy.tokenizer.get_vocab() == reference.tokenizer.get_vocab()))
+
+
 def _mean_stderr(per_prompt: np.ndarray) -> tuple[float, float]:
     n = len(per_prompt)
     sd = float(per_prompt.std(ddof=1)) if n > 1 else float("nan")
@@ -134,6 +151,7 @@ def sampled_metrics(
     n_samples: int = 4,
     seed: int = 0,
     temperature: float = 1.0,
+    top_p: float | None = None,
     best_of_n: tuple[int, ...] = (1, 4, 16),
 ) -> dict[str, float]:
     """Monte Carlo metrics on a sampled env; see the module docstring.
@@ -142,7 +160,9 @@ def sampled_metrics(
         n_prompts: the first ``n_prompts`` held-out prompts (default: all of them).
         n_samples: policy (and pi0) samples per prompt.
         seed: seeds the sampling generator, so an evaluation is reproducible.
-        temperature: the policy's sampling temperature.
+        temperature: the policy's sampling temperature; the KL is that of the tempered
+            policy (causal LM policies only, otherwise 1).
+        top_p: the policy's nucleus threshold (None: its own default; causal LMs only).
         best_of_n: the n of the best-of-n reference points (empty to skip).
     """
     prompts = list(inst.eval_prompts[:n_prompts] if n_prompts else inst.eval_prompts)
@@ -155,12 +175,26 @@ def sampled_metrics(
     gen = torch.Generator().manual_seed(seed)
     reference = inst.reference
     flat_p = [x for x in prompts for _ in range(m)]
-    ys = [y for row in policy.sample(prompts, n=m, temperature=temperature, generator=gen)
-          for y in row]
+    if _token_exact(policy, reference):
+        seqs = [s for row in policy.sample_sequences(prompts, n=m, temperature=temperature,
+                                                      top_p=top_p, generator=gen) for s in row]
+        ys = [s.text for s in seqs]
+        ctx, toks = [s.context_ids for s in seqs], [s.token_ids for s in seqs]
+        log_ratio = (policy.sequence_log_probs(ctx, toks, temperature=temperature, top_p=top_p)
+                     - reference.sequence_log_probs(ctx, toks)).numpy()
+    else:
+        if temperature != 1.0 or top_p is not None:
+            raise InvalidArgumentError(
+                f"temperature={temperature!r} and top_p={top_p!r} change the distribution a "
+                f"{type(policy).__name__} samples from, and its log_prob cannot score that "
+                "distribution, so the KL would be of another policy: evaluate it at "
+                "temperature 1 and its own top_p (only causal LM policies over pi0's tokenizer "
+                "take these options)")
+        ys = [y for row in policy.sample(prompts, n=m, generator=gen) for y in row]
+        with torch.no_grad():
+            log_ratio = (policy.log_prob(flat_p, ys).double().cpu()
+                         - reference.log_prob(flat_p, ys).double().cpu()).numpy()
     ref_ys = [y for row in reference.sample(prompts, n=m, generator=gen) for y in row]
-    with torch.no_grad():
-        log_ratio = (policy.log_prob(flat_p, ys).double().cpu()
-                     - reference.log_prob(flat_p, ys).double().cpu()).numpy()
     r = j.gold_rewards(flat_p, ys)
     r_ref = j.gold_rewards(flat_p, ref_ys)
     win = sigmoid(r - r_ref)

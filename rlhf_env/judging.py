@@ -18,6 +18,7 @@ makes any reach visible in review.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +55,10 @@ class Judge:
                  reward_table: np.ndarray | None = None, theta_star: np.ndarray | None = None,
                  behaviours: dict[str, np.ndarray] | None = None,
                  behaviour: str | None = None) -> None:
-        self._instance = weakref.ref(instance)  # a strong one would keep its key alive in _JUDGES
+        # the judge kept in _JUDGES refers to its instance weakly (a strong reference would keep
+        # its own key alive); the one judge() hands out holds it (see hold())
+        self._instance = weakref.ref(instance)
+        self._holds: ProblemInstance | None = None
         self._gold = gold_reward
         self.oracle = oracle
         self._table = None if reward_table is None else np.asarray(reward_table, np.float64)
@@ -62,6 +66,18 @@ class Judge:
         self._behaviours = dict(behaviours or {})
         self.behaviour = behaviour
         self.cache: dict[Any, Any] = {}  # costly privileged estimates (e.g. a Monte Carlo J*)
+
+    def hold(self) -> Judge:
+        """A copy of this judge that keeps its instance alive for as long as it is kept."""
+        twin = copy.copy(self)
+        twin.keep(self.instance)
+        return twin
+
+    def keep(self, instance: ProblemInstance) -> None:
+        """Keep ``instance`` (this judge's) alive with this judge."""
+        if instance is not self.instance:
+            raise RLHFEnvError("a judge keeps only its own instance")
+        self._holds = instance
 
     @property
     def instance(self) -> ProblemInstance:
@@ -131,4 +147,4 @@ def judge(env: Any) -> Judge:
     inst = instance_of(env)
     if inst not in _JUDGES:
         raise RLHFEnvError(f"{inst.name} has no judge (it was not made by an rlhf_env env)")
-    return _JUDGES[inst]
+    return _JUDGES[inst].hold()

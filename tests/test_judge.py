@@ -84,10 +84,14 @@ def test_the_instance_labels_only_through_the_ledger():
 def test_the_judge_is_reached_from_any_view_and_copies_share_the_instance():
     env = rlhf_env.make("LinearBT-v0", seed=0)
     j = rlhf_env.judge(env)
-    assert rlhf_env.judge(env.unwrapped) is j is rlhf_env.judge(env.unwrapped.make_vec(2))
-    assert rlhf_env.judge(env.unwrapped.instance) is j
+    inst = env.unwrapped.instance
+    for view in (env.unwrapped, env.unwrapped.make_vec(2), inst):
+        assert rlhf_env.judge(view).instance is inst and rlhf_env.judge(view).cache is j.cache
     twin = copy.deepcopy(env)
-    assert twin.unwrapped.instance is env.unwrapped.instance and rlhf_env.judge(twin) is j
+    assert twin.unwrapped.instance is inst and rlhf_env.judge(twin).instance is inst
+    # a judge keeps its instance alive; the instance does not keep its judge (no leak)
+    lone = rlhf_env.judge(rlhf_env.make("LinearBT-v0", seed=3))
+    assert lone.optimal_policy() is not None
     assert j.reward_table().shape == (32, 16) and np.linalg.norm(j.theta_star) == pytest.approx(6)
     tiny = rlhf_env.make("LinearBT-v0", n_prompts=2, n_actions=3, dim=2)
     with pytest.raises(TypeError, match="cannot be pickled"):

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from agents.data import PreferenceData
-from agents.losses import bt_reward_loss, dpo_loss, hinge_loss, ipo_loss, preference_loss
+from agents.losses import (
+    bt_reward_loss,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    per_token,
+    preference_loss,
+)
 from agents.trainer import accumulate_gradients, reference_log_probs
 from rlhf_env.policies import Catalog, TabularPolicy
 
@@ -97,3 +104,51 @@ def test_batch_of_8_as_1x8_or_4x2_gives_same_loss_and_gradient(loss_type):
     assert l1 == pytest.approx(l2, abs=1e-12)
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-12)
     assert g1.abs().sum() > 0
+
+
+class TokenStub(torch.nn.Module):
+    """A policy with known summed log-probs and token counts per response (an LM stand-in)."""
+
+    def __init__(self, logp: dict, lengths: dict):
+        super().__init__()
+        self.keys = sorted(logp)
+        self.theta = torch.nn.Parameter(torch.tensor([logp[k] for k in self.keys],
+                                                     dtype=torch.float64))
+        self.lengths = lengths
+
+    def token_log_probs(self, prompts, responses):
+        idx = [self.keys.index(r) for r in responses]
+        return self.theta[idx], torch.tensor([self.lengths[r] for r in responses])
+
+    def log_prob(self, prompts, responses):
+        return self.token_log_probs(prompts, responses)[0]
+
+
+def test_ipo_averages_log_probs_per_token_by_default_as_trl():
+    """One pair: chosen has 4 tokens, log pi = -2, log ref = -4; rejected 2 tokens, log pi = -3,
+    log ref = -2; beta = 0.5 (target margin 1/(2 beta) = 1).
+
+    Per token (TRL, the IPO authors): h = (-2/4 + 4/4) - (-3/2 + 2/2) = 0.5 + 0.5 = 1.0,
+    loss (1 - 1)^2 = 0. Summed: h = (-2 + 4) - (-3 + 2) = 3, loss (3 - 1)^2 = 4.
+    """
+    pol = TokenStub({"c": -2.0, "r": -3.0}, {"c": 4, "r": 2})
+    data = PreferenceData(["x"], ["c"], ["r"])
+    ref_c, ref_r = T(-4.0), T(-2.0)
+    kw = dict(beta=0.5, loss_type="ipo", label_smoothing=0.0, soft=None, micro_batch_size=1,
+              batch_len=1)
+    assert accumulate_gradients(pol, data, [0], ref_c, ref_r, **kw)["loss"] == pytest.approx(0.0)
+    pol.zero_grad()
+    summed = accumulate_gradients(pol, data, [0], ref_c, ref_r, ipo_average=False, **kw)
+    assert summed["loss"] == pytest.approx(4.0)
+    # d/d(log pi_c) of (h - 1)^2 with h = 3 is 2 * 2 = 4; d/d(log pi_r) is -4
+    torch.testing.assert_close(pol.theta.grad, T(4.0, -4.0))
+    # a second pair: per token h = (-1/2 + 1) - (-2/1 + 1) = 1.5, loss (1.5 - 1)^2 = 0.25
+    pol = TokenStub({"c": -1.0, "r": -2.0}, {"c": 2, "r": 1})
+    got = accumulate_gradients(pol, data, [0], T(-2.0), T(-1.0), **kw)["loss"]
+    assert got == pytest.approx(0.25)
+    assert per_token(T(-6.0, -1.0), torch.tensor([3, 0])).tolist() == [-2.0, -1.0]
+    # other losses never average (DPO sums, as TRL): sigmoid on the summed h = 3
+    pol = TokenStub({"c": -2.0, "r": -3.0}, {"c": 4, "r": 2})
+    kw["loss_type"] = "sigmoid"
+    dpo = accumulate_gradients(pol, data, [0], ref_c, ref_r, **kw)["loss"]
+    assert dpo == pytest.approx(math.log(1 + math.exp(-1.5)))

@@ -7,7 +7,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import agents
 import rlhf_env
-from agents.algorithms.gshf import enhancer_search, uncertainty_bonus
+from agents.algorithms.best_of_n import reference_pairs
+from agents.algorithms.gshf import enhancer_search, uncertainty_bonus, wald_width
 from agents.algorithms.ppo import KLBanditEnv, PPOConfig, train_ppo_on_table
 from agents.data import PreferenceData
 from agents.reward_models import LinearBTReward
@@ -118,3 +119,81 @@ def test_theory_agents_refuse_language_envs(tiny_env):
     for name in ("mle_gibbs", "gshf_online"):
         with pytest.raises(InvalidArgumentError, match="linear env"):
             agents.make(name, tiny_env)
+
+
+def test_wald_width_hand_worked():
+    """x = (1, 0) and (0, 2), theta = (0, 0.5): <theta, x> = 0 and 1, sigmoid' = 0.25 and
+    sigmoid(1)(1 - sigmoid(1)) = 0.196612; kappa = 0.223306; z_0.95 = 1.644854;
+    beta = 1.644854 / sqrt(0.223306) = 3.480784. Without data kappa = 1/4: beta = 2 z."""
+    x = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert wald_width(x, np.array([0.0, 0.5])) == pytest.approx(3.480784, abs=1e-6)
+    assert wald_width(np.zeros((0, 2)), np.zeros(2)) == pytest.approx(2 * 1.644854, abs=1e-6)
+    assert wald_width(x, np.array([0.0, 0.5]), 0.975) == pytest.approx(
+        1.959964 / np.sqrt(0.223306), abs=1e-5)
+
+
+def test_pessimism_with_the_wald_rule_is_the_gibbs_policy_of_its_lcb():
+    env = rlhf_env.make("LinearBT-Coverage-v0", seed=0, setting="offline")
+    u = env.unwrapped
+    _, log_ref = tables(env)
+    agent = agents.make("pessimistic_gibbs", env, width_rule="wald", progress=False).learn()
+    data = PreferenceData.from_dataset(u.offline_dataset)
+    rm = LinearBTReward(u, data, ridge=agent.config.ridge)
+    pid = u.catalog.prompt_ids(data.prompts)
+    x = (u.features[pid, u.catalog.response_ids(data.chosen)]
+         - u.features[pid, u.catalog.response_ids(data.rejected)])
+    beta = wald_width(x, rm.theta)
+    assert agent.logger.history[-1]["train/confidence_width"] == pytest.approx(beta)
+    expected = gibbs_table(log_ref, rm.table() - beta * uncertainty_bonus(
+        u.features, log_ref, rm.sigma), u.eta)
+    torch.testing.assert_close(agent.policy.log_probs_table().double(),
+                               torch.from_numpy(expected))
+    with pytest.raises(InvalidArgumentError, match="width_rule must be one of"):
+        agents.make("pessimistic_gibbs", env, width_rule="bonferroni")
+
+
+def test_offline_learners_at_equal_labels_pay_for_pi0_pairs():
+    """mle_gibbs_pi0 spends the whole budget on labelled pairs of distinct pi0 samples and is
+    the Gibbs policy of the MLE of exactly those pairs; dpo_pi0 spends it too."""
+    env = rlhf_env.make("LinearBT-v0", seed=1, setting="online", query_budget=96)
+    u = env.unwrapped
+    agent = agents.make("mle_gibbs_pi0", env, seed=1, progress=False).learn()
+    assert u.queries_used == 96 and len(agent.data) == 96
+    assert all(c != r for c, r in zip(agent.data.chosen, agent.data.rejected))
+    rm = LinearBTReward(u, agent.data, ridge=0.1)
+    torch.testing.assert_close(agent.policy.log_probs_table().double(), torch.from_numpy(
+        gibbs_table(tables(env)[1], rm.table(), u.eta)))
+    env2 = rlhf_env.make("LinearBT-v0", seed=1, setting="online", query_budget=96)
+    agents.make("dpo_pi0", env2, seed=1, progress=False, num_train_epochs=5).learn()
+    assert env2.unwrapped.queries_used == 96
+    with pytest.raises(InvalidArgumentError, match="needs preference data"):
+        agents.make("mle_gibbs", rlhf_env.make("LinearBT-v0", setting="online"))
+    with pytest.raises(InvalidArgumentError, match="labels = 2000 queries"):
+        agents.make("pessimistic_gibbs_pi0", env, query_pairs=2000)
+    hybrid = rlhf_env.make("LinearBT-v0", seed=1)  # plain mle_gibbs pays nothing
+    agents.make("mle_gibbs", hybrid, progress=False).learn()
+    assert hybrid.unwrapped.queries_used == 0
+
+
+def test_reference_pairs_follow_pi0_conditioned_on_differing():
+    """a1 ~ pi0, a2 ~ pi0(. | a2 != a1): P(a2 = b | a1 = a) = pi0(b) / (1 - pi0(a)); on one
+    prompt with 20,000 pairs every conditional frequency is within 0.02 of it."""
+    env = rlhf_env.make("LinearBT-v0", seed=0).unwrapped
+    ref = env.reference
+    p0 = ref.probs_table().detach().double().numpy()[3]
+    a1, a2 = reference_pairs(ref, ["prompt-3"] * 20000, torch.Generator().manual_seed(0))
+    i1, i2 = env.catalog.response_ids(a1), env.catalog.response_ids(a2)
+    assert (i1 != i2).all()
+    np.testing.assert_allclose(np.bincount(i1, minlength=16) / 20000, p0, atol=0.015)
+    top = int(np.argmax(p0))
+    sel = i2[i1 == top]
+    cond = np.where(np.arange(16) == top, 0.0, p0) / (1 - p0[top])
+    np.testing.assert_allclose(np.bincount(sel, minlength=16) / len(sel), cond, atol=0.02)
+
+
+def test_gshf_without_width_asks_pairs_of_its_main_agent(env):
+    log_pi1 = tables(env)[1]
+    sigma = 0.1 * np.eye(env.unwrapped.features.shape[-1])
+    logq, gamma, kl = enhancer_search(log_pi1, env.unwrapped.features, sigma, 1.0, 0.0,
+                                      np.geomspace(0.1, 20, 12))
+    assert gamma == 0 and kl == 0 and np.array_equal(logq, log_pi1)

@@ -20,6 +20,7 @@ TINY_LM = {
     "reference": [],
     "best_of_n": ["n=2"],
     "dpo": ["num_train_epochs=1", "per_device_train_batch_size=8"],
+    "dpo_pi0": ["num_train_epochs=1", "per_device_train_batch_size=8"],
     "rso": ["num_train_epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4"],
     "multi_step_rso": ["num_train_epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
                        "schedule=[2.0, 1.0]"],
@@ -28,10 +29,12 @@ TINY_LM = {
             "batch_size=8", "n_epochs=1", "reward_model.kind=neural", "reward_model.steps=20"],
 }
 # the finite-action agents (closed forms): LinearBT entries only
-FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid"}
+FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "mle_gibbs_pi0",
+               "pessimistic_gibbs_pi0"}
 TINY_LINEAR = {"ppo": ["timesteps_per_iteration=2048", "n_steps=512", "batch_size=512"],
                "gshf_online": ["iterations=2"], "gshf_hybrid": ["iterations=2"],
-               "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": []}
+               "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": [],
+               "mle_gibbs_pi0": [], "pessimistic_gibbs_pi0": []}
 TINY_ENV = ["size=small", "n_train_prompts=16", "n_eval_prompts=4", "n_offline=8",
             "query_budget=8"]
 
@@ -177,7 +180,10 @@ def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
     assert board["agents"]["iterative_dpo"]["queries_used"]["values"] == [128, 128]
     md = (out / "leaderboard.md").read_text()
     assert "| iterative_dpo | 2 |" in md and "rlhf-zoo leaderboard" in md
-    for png in ("metrics.png", "reward_vs_kl.png", "objective_vs_queries.png"):
+    assert "vs pi0 (paired)" in md and "IQM" in md
+    assert set(board["comparisons"]["agents"]) == {"reference", "dpo", "iterative_dpo"}
+    for png in ("scores.png", "paired.png", "reward_vs_kl.png", "score_vs_labels.png",
+                "metrics.png"):
         assert (out / png).stat().st_size > 10_000
     ledger = runs / "LinearBT-v0/dpo/seed0/ledger.sqlite"
     before = sessions(ledger.parent)

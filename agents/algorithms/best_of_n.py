@@ -1,18 +1,61 @@
-"""Anchor rows for every leaderboard: pi0 itself, and best-of-n of pi0 under a fitted RM."""
+"""Anchor rows for every leaderboard: pi0 itself, and best-of-n of pi0 under a fitted RM.
+
+Also the one way an agent buys pairs of pi0 samples (:func:`query_reference_pairs`): the
+offline learners' ``query_pairs`` (``mle_gibbs_pi0``, ``dpo_pi0``, ...) and best-of-n's
+reward-model data, so "offline learning on N labelled pi0 pairs" means the same thing in
+every agent.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+import torch
+
 from agents.base import AgentConfig, check, register_agent
 from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.loop import Agent
 from agents.reward_models import RewardModelConfig, fit_reward_model
-from rlhf_env.policies import best_of_n_policy
+from rlhf_env.policies import FinitePolicy, Policy, best_of_n_policy
 
-__all__ = ["BestOfNConfig", "BestOfNAgent", "ReferenceAgent"]
+__all__ = ["BestOfNConfig", "BestOfNAgent", "ReferenceAgent", "reference_pairs",
+           "query_reference_pairs"]
+
+
+def reference_pairs(reference: Policy, prompts: list[str], generator: torch.Generator
+                    ) -> tuple[list[str], list[str]]:
+    """Two samples of pi0 per prompt: ``(responses_1, responses_2)``.
+
+    On a finite policy the second is drawn from pi0 conditioned on differing from the first
+    (a2 ~ pi0(. | x, a2 != a1), as the envs' offline pairs are drawn), so no label is paid
+    for a pair that carries no preference; a prompt where pi0 is a point mass gets the same
+    response twice. Elsewhere (language models) two independent samples.
+    """
+    if not isinstance(reference, FinitePolicy):
+        pairs = reference.sample(prompts, n=2, generator=generator)
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    pid = torch.as_tensor(reference.catalog.prompt_ids(prompts))
+    with torch.no_grad():
+        probs = reference.probs_table().detach().double()[pid]  # (n, K)
+    first = torch.multinomial(probs, 1, generator=generator)  # (n, 1)
+    rest = probs.scatter(1, first, 0.0)
+    point = rest.sum(1) <= 0  # pi0 puts all its mass on the first
+    rest[point] = probs[point]
+    second = torch.multinomial(rest, 1, generator=generator)
+    names = reference.catalog.responses
+    return [names[j] for j in first[:, 0].tolist()], [names[j] for j in second[:, 0].tolist()]
+
+
+def query_reference_pairs(agent: Agent, n: int) -> PreferenceData | None:
+    """Pay (through ``agent.collector``) for ``n`` labelled pairs of pi0 samples on train
+    prompts drawn by the env (:func:`reference_pairs`); None when ``n`` is 0."""
+    if not n:
+        return None
+    gen, ref = agent.generator(2), agent.instance.reference
+    return agent.collector.pairs(n, agent.seed_for(1), lambda prompts: reference_pairs(
+        ref, prompts, gen))
 
 
 @dataclasses.dataclass
@@ -58,16 +101,7 @@ class BestOfNAgent(Agent):
     description = "best of n samples of pi0 under a BT reward model fitted on the data"
 
     def collect(self, t: int) -> PreferenceData | None:
-        q = self.config.pairs_to_query(self.instance)
-        if not q:
-            return None
-        gen, ref = self.generator(2), self.instance.reference
-
-        def propose(prompts: list[str]) -> tuple[list[str], list[str]]:
-            pairs = ref.sample(prompts, n=2, generator=gen)
-            return [p[0] for p in pairs], [p[1] for p in pairs]
-
-        return self.collector.pairs(q, self.seed_for(1), propose)
+        return query_reference_pairs(self, self.config.pairs_to_query(self.instance))
 
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         data = self.offline + self.data

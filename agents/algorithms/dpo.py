@@ -2,12 +2,24 @@
 
 Reference implementation: TRL's ``DPOTrainer`` (hyperparameter names follow its
 ``DPOConfig``). The policy starts at pi0, the reference is pi0 (fixed) and beta
-defaults to the env's eta: in the KL-regularized bandit DPO's beta is the KL
-coefficient (Xiong et al. 2024, §5) when the labels follow the BT model of r* at
-temperature 1 (a BT oracle at temperature T implies the reward r*/T, so then
-beta = eta/T). On a linear env the default policy class is log-linear,
-pi ∝ pi0 exp(<w, phi>); DPO is then exactly the BT maximum-likelihood fit of
-theta = eta * w, i.e. the Gibbs policy of the MLE reward.
+defaults to the env's eta.
+
+**beta = eta holds only when the oracle is Bradley-Terry at temperature 1.** DPO
+fits P(a1 > a2) = sigmoid(beta·h) with beta·h the difference of implicit rewards
+beta·log(pi/pi0); its optimum is pi0·exp(r_BT / beta) where r_BT is the reward the
+*labels* follow. A BT oracle at temperature T labels with sigmoid((r*(a1) -
+r*(a2)) / T), so r_BT = r*/T and the optimum is pi0·exp(r* / (T·beta)): the
+bandit's pi* needs beta = eta / T. Label noise (flips at rate p) flattens the
+labels further and has no exact beta. The env's ``oracle_config`` says which
+oracle labels; pass ``beta`` explicitly for any other than ``"bt"``.
+
+On a linear env the default policy class is log-linear, pi ∝ pi0 exp(<w, phi>);
+DPO is then exactly the BT maximum-likelihood fit of theta = eta * w (without
+ridge), i.e. the Gibbs policy of the MLE reward.
+
+``dpo_pi0``: offline DPO at *equal labels*: the query budget (``query_pairs``,
+default all of it) is spent first on pairs of pi0 samples labelled through the
+env, and DPO trains on offline + queried pairs.
 """
 
 from __future__ import annotations
@@ -15,14 +27,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from agents.algorithms.best_of_n import query_reference_pairs
 from agents.base import AgentConfig, check, register_agent
+from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.loop import Agent
 from agents.losses import LOSS_TYPES
 from agents.trainer import TrainResult, train_preferences
 from rlhf_env.policies import LogLinearPolicy, Policy, TabularPolicy
 
-__all__ = ["DPOConfig", "DPOAgent", "PreferenceAgent", "init_policy", "PARAMETRIZATIONS"]
+__all__ = ["DPOConfig", "OfflineDPOConfig", "DPOAgent", "DPOPi0Agent", "PreferenceAgent",
+           "init_policy", "PARAMETRIZATIONS"]
 
 PARAMETRIZATIONS = ("auto", "loglinear", "tabular")
 
@@ -51,7 +66,9 @@ def init_policy(instance: Any, parametrization: str = "auto") -> Policy:
 class DPOConfig(AgentConfig):
     """Hyperparameters shared by the DPO-style agents (TRL's names).
 
-    ``beta`` (None: the env's eta), ``loss_type`` (sigmoid, ipo, hinge),
+    ``beta`` (None: the env's eta, right for a BT oracle at temperature 1 only; see the
+    module docstring), ``loss_type`` (sigmoid, ipo, hinge), ``ipo_average``
+    (IPO on per-token averaged log-probs, as TRL and the IPO authors; False: summed),
     ``label_smoothing`` (conservative DPO's eps), ``rpo_alpha`` (> 0 adds rpo_alpha times
     the per-token NLL of the chosen response: RPO), ``learning_rate``, ``num_train_epochs``,
     ``per_device_train_batch_size`` (None: the whole dataset in one batch),
@@ -62,6 +79,7 @@ class DPOConfig(AgentConfig):
 
     beta: float | None = None
     loss_type: str = "sigmoid"
+    ipo_average: bool = True
     label_smoothing: float = 0.0
     rpo_alpha: float = 0.0
     learning_rate: float = 5e-4
@@ -112,7 +130,7 @@ class PreferenceAgent(Agent):
         result = train_preferences(
             policy, reference or self.instance.reference, data,
             beta=beta or c.beta or self.instance.eta, loss_type=c.loss_type,
-            label_smoothing=c.label_smoothing, rpo_alpha=c.rpo_alpha,
+            label_smoothing=c.label_smoothing, rpo_alpha=c.rpo_alpha, ipo_average=c.ipo_average,
             num_train_epochs=c.num_train_epochs,
             per_device_train_batch_size=c.per_device_train_batch_size,
             gradient_accumulation_steps=c.gradient_accumulation_steps,
@@ -127,18 +145,58 @@ class PreferenceAgent(Agent):
         return init_policy(self.instance, self.config.parametrization)
 
 
+@dataclasses.dataclass
+class OfflineDPOConfig(DPOConfig):
+    """``query_pairs``: pairs of pi0 samples to label through the env before training (0:
+    none, the offline data only; None: the whole query budget)."""
+
+    query_pairs: int | None = 0
+
+    def check(self) -> None:
+        super().check()
+        check(self.query_pairs is None or self.query_pairs >= 0,
+              f"query_pairs must be >= 0 (or None for the whole budget), got {self.query_pairs!r}")
+
+    def pairs_to_query(self, instance: Any) -> int:
+        return instance.query_budget if self.query_pairs is None else self.query_pairs
+
+    def check_env(self, instance: Any) -> None:
+        super().check_env(instance)
+        q = self.pairs_to_query(instance)
+        if q:
+            check_budget("dpo", 1, q, instance)
+        ds = instance.offline_dataset
+        check(q > 0 or (ds is not None and len(ds) > 0),
+              "dpo needs an offline dataset: make the env with setting='offline' or 'hybrid' "
+              "(or pass query_pairs > 0 to label pairs of pi0 samples)")
+
+
 @register_agent("dpo")
 class DPOAgent(PreferenceAgent):
-    """Offline DPO on the env's offline dataset; spends no queries."""
+    """Offline DPO on the env's offline dataset (plus ``query_pairs`` labelled pi0 pairs)."""
 
+    Config = OfflineDPOConfig
     description = "offline DPO on the env's preference dataset (Rafailov et al. 2023)"
 
-    def validate(self) -> None:
-        ds = self.instance.offline_dataset
-        check(ds is not None and len(ds) > 0,
-              "dpo needs an offline dataset: make the env with setting='offline' or 'hybrid'")
+    def collect(self, t: int) -> PreferenceData | None:
+        return query_reference_pairs(self, self.config.pairs_to_query(self.instance))
 
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         self.policy = self.new_policy()
-        result = self.train(self.policy, self.offline)
-        return {"train/dropped_ties": result.dropped_ties}
+        result = self.train(self.policy, self.offline + self.data)
+        return {"train/dropped_ties": result.dropped_ties, "train/queried_pairs": len(self.data)}
+
+
+@dataclasses.dataclass
+class Pi0DPOConfig(OfflineDPOConfig):
+    """As :class:`OfflineDPOConfig`, spending the whole query budget by default."""
+
+    query_pairs: int | None = None
+
+
+@register_agent("dpo_pi0")
+class DPOPi0Agent(DPOAgent):
+    """dpo at equal labels: the query budget spent on pairs of pi0 samples first."""
+
+    Config = Pi0DPOConfig
+    description = "offline DPO on offline data + the query budget spent on pairs of pi0 samples"

@@ -17,8 +17,10 @@ from rlhf_env.oracles import Oracle, OracleContext
 from rlhf_env.policies import Catalog, TabularPolicy
 from rlhf_env.policies.closed_forms import log_normalize
 from rlhf_env.spaces import Candidates
+from rlhf_env.threads import use_small_model_threads
 
-__all__ = ["LinearBTEnv", "BEHAVIOURS"]
+__all__ = ["LinearBTEnv", "BEHAVIOURS", "check_shape", "check_cosine", "check_offline",
+           "random_rotation", "unit_rows"]
 
 BEHAVIOURS = ("reference", "uniform", "narrow")
 
@@ -95,6 +97,13 @@ class LinearBTEnv(RLHFEnv):
     alone do not pin theta* down: the Gibbs policy of the offline MLE reaches a
     normalized score of about 0.75, leaving room for online exploration.
 
+    ## Family
+    LinearBT-Narrow-v0 (``behaviour="narrow"``), and two instances built to separate
+    the algorithms: LinearBT-Explore-v0 (:class:`~rlhf_env.envs.linear_bt_explore.
+    LinearBTExploreEnv`: pi* plays what pi0 rarely samples, so exploration decides) and
+    LinearBT-Coverage-v0 (:class:`~rlhf_env.envs.linear_bt_coverage.LinearBTCoverageEnv`:
+    the offline data miss a trap direction, so pessimism decides).
+
     ## Version History
     * v0: initial version.
     """
@@ -123,36 +132,36 @@ class LinearBTEnv(RLHFEnv):
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
                                   default_budget=1024)
-        n = check_positive_int("n_prompts", n_prompts)
-        k = check_positive_int("n_actions", n_actions, 2)
-        d = check_positive_int("dim", dim)
+        use_small_model_threads()
+        n, k, d = check_shape(n_prompts, n_actions, dim)
         theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True)
         reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True)
-        if isinstance(reference_alignment, bool) or not isinstance(
-                reference_alignment, (int, float)) or not -1 <= reference_alignment <= 1:
-            raise InvalidArgumentError(
-                f"reference_alignment is a cosine in [-1, 1], got {reference_alignment!r}")
+        reference_alignment = check_cosine("reference_alignment", reference_alignment)
         if behaviour not in BEHAVIOURS:
             raise InvalidArgumentError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
-        if n_offline is None:
-            n_offline = 0 if common.setting == "online" else 128
-        n_offline = check_positive_int("n_offline", n_offline, 0)
-        if common.setting == "online" and n_offline:
-            raise InvalidArgumentError(
-                f"setting='online' has no offline data, but n_offline={n_offline}; "
-                "use setting='hybrid' for both")
+        n_offline = check_offline(common, n_offline)
 
         # ---- the instance, from the seed ---------------------------------------------------
         rng = common.instance_rng(0x11B7)
-        phi = rng.standard_normal((n, k, d))
-        phi /= np.linalg.norm(phi, axis=-1, keepdims=True)  # ||phi(x, a)|| = 1
+        phi = unit_rows(rng.standard_normal((n, k, d)))  # ||phi(x, a)|| = 1
         u_theta = _unit(rng.standard_normal(d))
         theta = theta_norm * u_theta
         u_orth = rng.standard_normal(d)
         u_orth = _unit(u_orth - (u_orth @ u_theta) * u_theta) if d > 1 else u_theta
         rho = float(reference_alignment)
         w0 = reference_norm * (rho * u_theta + np.sqrt(max(0.0, 1 - rho**2)) * u_orth)
-        log_ref = log_normalize(phi @ w0)
+        self._assemble(common, rng, phi, theta, log_normalize(phi @ w0), behaviour, n_offline)
+
+    def _assemble(self, common: CommonArgs, rng: np.random.Generator, phi: np.ndarray,
+                  theta: np.ndarray, log_ref: np.ndarray, behaviour: str, n_offline: int,
+                  extra_behaviours: dict[str, np.ndarray] | None = None) -> None:
+        """Build the instance and the judge from the drawn (phi, theta*, log pi0).
+
+        Every LinearBT family member ends here: the catalog, the gold reward
+        r* = phi @ theta*, the bound oracle, the behaviour policies (the family's three plus
+        ``extra_behaviours``), the offline pairs (drawn from ``rng`` after the instance).
+        """
+        n, k, _ = phi.shape
         rewards = phi @ theta  # (N, K)
         catalog = Catalog([f"prompt-{i}" for i in range(n)], [f"response-{j}" for j in range(k)])
 
@@ -160,7 +169,7 @@ class LinearBTEnv(RLHFEnv):
             return rewards[catalog.prompt_ids(prompts), catalog.response_ids(responses)]
 
         bound = common.bind_oracle(OracleContext(gold, name="LinearBT"))
-        behaviours = _behaviours(log_ref, rewards)
+        behaviours = {**_behaviours(log_ref, rewards), **(extra_behaviours or {})}
         offline = None
         if common.setting != "online":
             offline = _offline_pairs(rng, bound, catalog, behaviours[behaviour], n_offline)
@@ -173,6 +182,37 @@ class LinearBTEnv(RLHFEnv):
         super().__init__(instance, Judge(instance, gold_reward=gold, oracle=bound,
                                          reward_table=rewards, theta_star=theta,
                                          behaviours=behaviours, behaviour=behaviour))
+
+
+def check_shape(n_prompts: Any, n_actions: Any, dim: Any) -> tuple[int, int, int]:
+    """(N, K, d), checked: N >= 1 prompts, K >= 2 actions, d >= 1 dimensions."""
+    return (check_positive_int("n_prompts", n_prompts), check_positive_int("n_actions", n_actions, 2),
+            check_positive_int("dim", dim))
+
+
+def check_cosine(name: str, value: Any) -> float:
+    """A cosine in [-1, 1], or :class:`InvalidArgumentError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise InvalidArgumentError(f"{name} is a cosine in [-1, 1], got {value!r}")
+    return float(value)
+
+
+def check_offline(common: CommonArgs, n_offline: Any, default: int = 128) -> int:
+    """The number of offline pairs: ``default`` unless online (0); online with data is an error."""
+    if n_offline is None:
+        n_offline = 0 if common.setting == "online" else default
+    n_offline = check_positive_int("n_offline", n_offline, 0)
+    if common.setting == "online" and n_offline:
+        raise InvalidArgumentError(
+            f"setting='online' has no offline data, but n_offline={n_offline}; "
+            "use setting='hybrid' for both")
+    return n_offline
+
+
+def random_rotation(rng: np.random.Generator, d: int) -> np.ndarray:
+    """A Haar-random d x d orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
 
 
 def _behaviours(log_ref: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,3 +243,8 @@ def _offline_pairs(rng: np.random.Generator, oracle: Oracle, catalog: Catalog,
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
+
+
+def unit_rows(z: np.ndarray) -> np.ndarray:
+    """``z`` scaled to unit norm along its last axis."""
+    return z / np.linalg.norm(z, axis=-1, keepdims=True)

@@ -14,11 +14,21 @@ followed by one EOS. Pitfalls handled here (see DESIGN.md):
 * frozen copies are in eval mode and cache their log-probs per (prompt,
   response), so reference log-probs over a dataset are computed once.
 
+``log_prob(prompt, response)`` is the probability of a *complete* response (its
+text re-encoded, then EOS). A sample is not always that: one cut at
+``max_new_tokens`` drew no EOS, and one whose bytes are not valid UTF-8 decodes to
+text (with U+FFFD) that re-encodes to other tokens. For estimates over samples
+(the Monte Carlo KL) use :meth:`CausalLMPolicy.sample_sequences`, which keeps
+the tokens drawn, and :meth:`CausalLMPolicy.sequence_log_probs`, which scores
+exactly those tokens under the distribution they were drawn from (temperature,
+top-p).
+
 Sampling draws only from the ``torch.Generator`` it is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from collections.abc import Sequence
@@ -31,7 +41,7 @@ from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
 from rlhf_env.progress import log
 
-__all__ = ["CausalLMPolicy", "load_causal_lm", "pretrained_kwargs", "resolve_device",
+__all__ = ["CausalLMPolicy", "SampledSequence", "nucleus_mask", "nucleus_log_probs", "load_causal_lm", "pretrained_kwargs", "resolve_device",
            "resolve_dtype"]
 
 
@@ -99,6 +109,47 @@ def load_causal_lm(name_or_path: str | Path, *, revision: str | None = None,
             f"safetensors weights, and the hub is unreachable or has no such model): {e}.{hint}"
         ) from e
     return model, tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledSequence:
+    """One sampled response, with the tokens that were drawn.
+
+    Attributes:
+        text: the decoded response (EOS not included).
+        context_ids: the prompt's tokens as the sampler fed them to the model.
+        token_ids: the response tokens drawn, in order; ends with EOS iff ``finished``.
+        finished: whether EOS was drawn (False: cut at ``max_new_tokens``).
+    """
+
+    text: str
+    context_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    finished: bool
+
+
+def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The top-p nucleus over the last axis: the smallest set of most likely tokens whose
+    mass reaches ``top_p`` (the top token always kept), as a bool mask shaped like ``probs``."""
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    return torch.zeros_like(keep).scatter(-1, order, keep)
+
+
+def nucleus_log_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """log q(token) over the last axis, q the distribution :meth:`CausalLMPolicy.sample` draws
+    from: softmax(logits / temperature) restricted to the top-p nucleus
+    (:func:`nucleus_mask`) and renormalised; -inf outside it. ``temperature=0`` is greedy:
+    0 at the argmax, -inf elsewhere. (A token at the nucleus boundary can fall on either
+    side between the sampler's cached forward pass and a full one, by rounding.)"""
+    if temperature == 0:
+        top = logits.argmax(-1, keepdim=True)
+        return torch.full_like(logits, -torch.inf).scatter(-1, top, 0.0)
+    if top_p >= 1.0:
+        return torch.log_softmax(logits / temperature, dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    kept = probs * nucleus_mask(probs, top_p)
+    return torch.log(kept / kept.sum(-1, keepdim=True))
 
 
 @register_policy_class
@@ -260,8 +311,64 @@ class CausalLMPolicy(Policy):
             self._lp_cache.update(zip(missing, lp.tolist()))
         return torch.tensor([self._lp_cache[k] for k in keys], device=self.device)
 
-    # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
+    def sequence_log_probs(
+        self,
+        contexts: Sequence[Sequence[int]],
+        responses: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+    ) -> torch.Tensor:
+        """log q(response tokens | context tokens), summed over exactly the given tokens.
+
+        q is the distribution :meth:`sample` draws each token from at ``temperature`` and
+        ``top_p`` (None: this policy's default; see :func:`nucleus_log_probs`). No EOS is
+        added and nothing is re-encoded: pass the ``context_ids`` and ``token_ids`` of
+        :meth:`sample_sequences` to score what was drawn. A context longer than the model's
+        window is cut from the left. Returns float64 ``(n,)`` (no gradient); -inf for a
+        token outside q's support.
+        """
+        if len(contexts) != len(responses):
+            raise InvalidArgumentError(
+                f"sequence_log_probs got {len(contexts)} contexts and {len(responses)} responses")
+        if temperature < 0:
+            raise InvalidArgumentError(f"temperature must be >= 0, got {temperature!r}")
+        top_p = self.top_p if top_p is None else float(top_p)
+        pairs = []
+        for ctx, resp in zip(contexts, responses):
+            ctx, resp = list(ctx) or [self.bos_id], list(resp)
+            if len(resp) >= self.max_length:
+                raise InvalidArgumentError(
+                    f"a response of {len(resp)} tokens does not fit the context of "
+                    f"{self.max_length} tokens")
+            pairs.append((ctx[-(self.max_length - len(resp)):], resp))
+        out = torch.zeros(len(pairs), dtype=torch.float64)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for i in range(0, len(pairs), self.batch_size):
+                chunk = pairs[i : i + self.batch_size]
+                total = [len(c) + len(r) for c, r in chunk]
+                width = max(total)
+                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                resp_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
+                for j, (c, r) in enumerate(chunk):
+                    ids[j, : total[j]] = torch.tensor(c + r)
+                    mask[j, : total[j]] = 1
+                    resp_mask[j, len(c) - 1 : total[j] - 1] = True  # token t predicted at t - 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                logits = self._forward_logits(ids, mask).logits[:, :-1].float()  # (b, t-1, V)
+                lq = nucleus_log_probs(logits, temperature, top_p)
+                tok = lq.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).double().cpu()
+                tok = torch.where(resp_mask, tok, torch.zeros_like(tok))
+                out[i : i + len(chunk)] = tok.sum(-1)
+        finally:
+            self.model.train(was_training)
+        return out
+
+    # -- sampling -------------------------------------------------------------------------------
     def sample(
         self,
         prompts: Sequence[str],
@@ -273,6 +380,23 @@ class CausalLMPolicy(Policy):
         top_p: float | None = None,
     ) -> list[list[str]]:
         """Sample ``n`` responses per prompt; ``temperature=0`` is greedy decoding."""
+        return [[seq.text for seq in row] for row in self.sample_sequences(
+            prompts, n, temperature, generator=generator, max_new_tokens=max_new_tokens,
+            top_p=top_p)]
+
+    @torch.no_grad()
+    def sample_sequences(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        temperature: float = 1.0,
+        *,
+        generator: torch.Generator | None = None,
+        max_new_tokens: int | None = None,
+        top_p: float | None = None,
+    ) -> list[list[SampledSequence]]:
+        """As :meth:`sample` (the same draws for the same generator), keeping the tokens:
+        ``len(prompts)`` lists of ``n`` :class:`SampledSequence`."""
         if temperature < 0:
             raise InvalidArgumentError(f"temperature must be >= 0, got {temperature!r}")
         if n < 1:
@@ -283,7 +407,7 @@ class CausalLMPolicy(Policy):
         self.model.eval()
         try:
             per_batch = max(1, self.batch_size // n)
-            out: list[list[str]] = []
+            out: list[list[SampledSequence]] = []
             for i in range(0, len(prompts), per_batch):
                 out.extend(self._sample_batch(
                     list(prompts[i : i + per_batch]), n, temperature, generator, max_new, top_p
@@ -300,7 +424,7 @@ class CausalLMPolicy(Policy):
         generator: torch.Generator | None,
         max_new: int,
         top_p: float,
-    ) -> list[list[str]]:
+    ) -> list[list[SampledSequence]]:
         limit = max(1, self.max_length - max_new)
         enc = []
         for p in prompts:
@@ -344,12 +468,16 @@ class CausalLMPolicy(Policy):
                              **{self._cache_kw: cache})
             cache = getattr(out, "cache", None) or out.past_key_values
             logits = out.logits[:, -1].float()
-        texts = [
-            self.tokenizer.decode(tokens[j, : lengths[j]].tolist(), skip_special_tokens=False,
-                                  clean_up_tokenization_spaces=False)
-            for j in range(b)
-        ]
-        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        seqs = []
+        for j in range(b):
+            drawn = tokens[j, : lengths[j]].tolist()
+            finished = bool(done[j])
+            text = self.tokenizer.decode(drawn, skip_special_tokens=False,
+                                         clean_up_tokenization_spaces=False)
+            seqs.append(SampledSequence(text, tuple(enc[j // n]),
+                                        tuple(drawn + [self.eos_id] if finished else drawn),
+                                        finished))
+        return [seqs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     @staticmethod
     def _next_token(
@@ -359,10 +487,7 @@ class CausalLMPolicy(Policy):
             return logits.argmax(-1)
         probs = torch.softmax(logits / temperature, dim=-1)
         if top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
-            sorted_p = sorted_p * keep
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+            probs = probs * nucleus_mask(probs, top_p)
         if generator is not None and generator.device != probs.device:
             return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
