@@ -53,34 +53,9 @@ __all__ = [
     "InvalidActionError", "QueryBudgetExceeded", "DataError", "PrivilegedAttributeError",
 ]
 
-register(
-    "LinearBT-v0",
-    "rlhf_env.envs.linear_bt:LinearBTEnv",
-    description="Linear Bradley-Terry bandit, exactly solvable (Xiong et al. 2024, §2).",
-)
-register(
-    "LinearBT-Narrow-v0",
-    "rlhf_env.envs.linear_bt:LinearBTEnv",
-    kwargs={"behaviour": "narrow"},
-    description="LinearBT with narrow offline coverage: the data rarely play what pi* plays.",
-)
-register(
-    "LinearBT-Explore-v0",
-    "rlhf_env.envs.linear_bt_explore:LinearBTExploreEnv",
-    description="LinearBT where pi* plays responses pi0 rarely samples: exploration decides.",
-)
-register(
-    "LinearBT-Coverage-v0",
-    "rlhf_env.envs.linear_bt_coverage:LinearBTCoverageEnv",
-    description="LinearBT whose offline data never cover a trap direction: pessimism decides.",
-)
-register(
-    "TinyInstruct-v0",
-    "rlhf_env.envs.tiny_instruct:TinyInstructEnv",
-    description="Synthetic instructions (sort/rev/max/count), a tiny LM pi0, a gold reward program.",
-)
-register(
-    "HH-RLHF-v0",
-    "rlhf_env.envs.hh_rlhf:HHRLHFEnv",
-    description="Anthropic HH-RLHF dialogues; hub or local data; reference LM and gold RM.",
-)
+from rlhf_env.envs import builtin_envs  # noqa: E402  (after the lazy attributes above)
+
+for _entry in builtin_envs():
+    register(_entry["id"], _entry["entry_point"], kwargs=_entry.get("kwargs"),
+             description=_entry.get("description", ""))
+del _entry

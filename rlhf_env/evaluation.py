@@ -35,7 +35,11 @@ causal LM policy over pi0's tokenizer; any other policy is scored by
 probability. The dict adds ``mean_length`` (characters) and best-of-n
 reference points of pi0: ``best_of_<n>/gold_reward`` (best of n pi0 samples by
 gold reward) and ``best_of_<n>/kl`` = log n - (n - 1)/n, the analytic KL of
-best-of-n sampling (Beirami et al. 2024 give it as an upper bound).
+best-of-n sampling (Beirami et al. 2024 give it as an upper bound). With
+``optimal_samples=n`` it adds ``optimal_objective`` (a Monte Carlo J(pi*) from n
+samples of pi0 per prompt: a lower bound; see :mod:`rlhf_env.optimum`),
+``reference_objective`` (J(pi0) from the same samples) and ``normalized_score``
+(biased up, as J* is biased down).
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ def sampled_metrics(
     temperature: float = 1.0,
     top_p: float | None = None,
     best_of_n: tuple[int, ...] = (1, 4, 16),
+    optimal_samples: int = 0,
 ) -> dict[str, float]:
     """Monte Carlo metrics on a sampled env; see the module docstring.
 
@@ -164,6 +169,9 @@ def sampled_metrics(
             policy (causal LM policies only, otherwise 1).
         top_p: the policy's nucleus threshold (None: its own default; causal LMs only).
         best_of_n: the n of the best-of-n reference points (empty to skip).
+        optimal_samples: > 0 adds a Monte Carlo J(pi*) from that many pi0 samples per prompt
+            (:func:`rlhf_env.optimum.optimal_objective`, a lower bound; cached on the judge),
+            J(pi0) from the same samples, and ``normalized_score`` against them.
     """
     prompts = list(inst.eval_prompts[:n_prompts] if n_prompts else inst.eval_prompts)
     if not prompts or n_samples < 1:
@@ -218,5 +226,13 @@ def sampled_metrics(
         for n in sorted(set(best_of_n)):
             out[f"best_of_{n}/gold_reward"] = float(rb[:, :n].max(axis=1).mean())
             out[f"best_of_{n}/kl"] = float(np.log(n) - (n - 1) / n)
+    if optimal_samples:
+        from rlhf_env.optimum import optimal_objective
+
+        star = optimal_objective(inst, n_samples=optimal_samples, n_prompts=n_prompts,
+                                 seed=seed + 1)
+        out.update(star)
+        gap = star["optimal_objective"] - star["reference_objective"]
+        out["normalized_score"] = (out["objective"] - star["reference_objective"]) / gap
     out["n_prompts"], out["n_samples"] = float(p), float(m)
     return out

@@ -40,8 +40,9 @@ def optimal_objective(env: Any, *, n_samples: int = 256, n_prompts: int | None =
 
     Returns:
         ``optimal_objective`` (at n = n_samples), ``optimal_objective_stderr`` (over prompts),
-        and ``optimal_objective/n=<k>`` for k = 1, 4, 16, ... below n_samples. Cached on
-        the env's judge for the same arguments.
+        ``optimal_objective/n=<k>`` for k = 1, 4, 16, ... below n_samples, and
+        ``reference_objective``: J(pi0) = E r* from the same samples. Cached on the env's
+        judge for the same arguments.
     """
     inst = instance_of(env)
     j = judge(inst)
@@ -61,7 +62,7 @@ def optimal_objective(env: Any, *, n_samples: int = 256, n_prompts: int | None =
         return eta * (logsumexp(r[:, :n] / eta) - np.log(n))
 
     v = estimate(n_samples)
-    out = {"optimal_objective": float(v.mean()),
+    out = {"optimal_objective": float(v.mean()), "reference_objective": float(r.mean()),
            "optimal_objective_stderr": float(v.std(ddof=1) / np.sqrt(len(v)))
            if len(v) > 1 else float("nan")}
     k = 1

@@ -57,3 +57,15 @@ def test_register_custom_id_and_gym_vector_entry():
     assert len(obs["prompt"]) == 3
     with pytest.raises(ValueError, match="already registered"):
         rlhf_env.register("MyBandit-v0", "rlhf_env.envs.linear_bt:LinearBTEnv")
+
+
+def test_every_env_module_registers_its_own_ids():
+    """An env of the package is one module: its REGISTER literal is all it takes."""
+    from rlhf_env.envs import builtin_envs
+
+    entries = builtin_envs()
+    assert {e["id"] for e in entries} == set(rlhf_env.list_envs()) - {"MyBandit-v0"}
+    for e in entries:
+        module = e["entry_point"].partition(":")[0]
+        assert rlhf_env.spec(e["id"]).entry_point == e["entry_point"]
+        assert module.startswith("rlhf_env.envs."), e

@@ -108,6 +108,7 @@ class BestOfNAgent(Agent):
         self.reward_fn = fit_reward_model(self.instance, data, self.config.reward_model,
                                           seed=self.config.seed)
         self.policy = best_of_n_policy(self.instance.reference, self.reward_fn, self.config.n)
+        self.reward_model = self.reward_fn
         self.global_step += 1
         return {"train/rm_pairs": len(data)}
 
@@ -117,6 +118,7 @@ class ReferenceAgent(Agent):
     """pi0 itself: normalized score 0, KL 0."""
 
     description = "the reference policy pi0, unchanged"
+    uses_offline_data = False
 
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         self.policy = self.instance.reference

@@ -312,8 +312,12 @@ class GSHFOnlineAgent(TheoryAgent):
         self.scales = np.geomspace(0.1, 20.0, self.config.n_scales)
         self.enhancer_stats = (float("nan"),) * 3
 
+    @property
+    def uses_offline_data(self) -> bool:  # type: ignore[override]
+        return bool(self.config.use_offline or self.default_use_offline)
+
     def all_data(self) -> PreferenceData:
-        use = self.config.use_offline or self.default_use_offline
+        use = self.uses_offline_data
         return (self.offline if use else PreferenceData()) + self.data
 
     def collect(self, t: int) -> PreferenceData:

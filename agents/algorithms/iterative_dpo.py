@@ -94,6 +94,10 @@ class IterativeDPOAgent(PreferenceAgent):
         else:
             self.policy = self.policy.trainable_copy()  # resumed: continue from pi_t
 
+    @property
+    def uses_offline_data(self) -> bool:  # type: ignore[override]
+        return self.config.use_offline
+
     def all_data(self) -> PreferenceData:
         offline = self.offline if self.config.use_offline else PreferenceData()
         return offline + self.data
@@ -128,6 +132,7 @@ class IterativeDPOAgent(PreferenceAgent):
         if c.rs_reward == "reward_model" and c.enhancer == "rejection_sampling":
             if t not in self.estimates:
                 rm = fit_reward_model(self.instance, self.all_data(), c.reward_model, seed=c.seed)
+                self.reward_model = rm
                 self.estimates = {t: lambda p, r: np.asarray(rm(p, r))}
             return self.estimates[t]
         return self.implicit_reward

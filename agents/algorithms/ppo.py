@@ -237,7 +237,8 @@ class PPOAgent(Agent):
 
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         c, inst = self.config, self.instance
-        rm = fit_reward_model(inst, self.offline + self.data, c.reward_model, seed=c.seed)
+        rm = self.reward_model = fit_reward_model(inst, self.offline + self.data, c.reward_model,
+                                                  seed=c.seed)
         metrics: dict[str, float] = {}
         if inst.exact:
             self.bandit.reward = rm.table()

@@ -136,6 +136,7 @@ class RejectionSamplingAgent(PreferenceAgent):
         offline = self.offline
         self.rm = fit_reward_model(self.instance, offline, self.config.reward_model,
                                    seed=self.config.seed)
+        self.reward_model = self.rm
         prompts = list(dict.fromkeys(offline.prompts))
         n = self.config.n_prompts
         if n is not None:

@@ -206,8 +206,9 @@ def _eval_options(env: Any, cfg: RunConfig, final: bool) -> dict[str, Any]:
     if env.unwrapped.instance.exact:
         return {}
     options = dict(cfg.eval)
-    if not final:  # during training skip pi0's best-of-n reference points (they do not change)
+    if not final:  # during training skip pi0's reference points (they do not change)
         options["best_of_n"] = ()
+        options["optimal_samples"] = 0
     return options
 
 

@@ -16,6 +16,12 @@ from rlhf_env.spaces import UnicodeText
 
 __all__ = ["HHRLHFEnv", "DEFAULT_REFERENCE", "DEFAULT_REWARD_MODEL", "TINY_PRESET"]
 
+REGISTER = [
+    {"id": "HH-RLHF-v0", "entry_point": "rlhf_env.envs.hh_rlhf:HHRLHFEnv",
+     "description": "Anthropic HH-RLHF dialogues; hub or local data; reference LM and gold RM."},
+]
+"""The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
+
 # Research defaults at the scale of Xiong et al.'s HH-RLHF experiments (3B models):
 # the policy starts from an SFT model of OpenLLaMA-3B on the HH chosen responses (pass
 # your SFT checkpoint as reference_model), and the gold oracle is the open 3B

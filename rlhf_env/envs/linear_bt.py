@@ -22,6 +22,15 @@ from rlhf_env.threads import use_small_model_threads
 __all__ = ["LinearBTEnv", "BEHAVIOURS", "check_shape", "check_cosine", "check_offline",
            "random_rotation", "unit_rows"]
 
+REGISTER = [
+    {"id": "LinearBT-v0", "entry_point": "rlhf_env.envs.linear_bt:LinearBTEnv",
+     "description": "Linear Bradley-Terry bandit, exactly solvable (Xiong et al. 2024, §2)."},
+    {"id": "LinearBT-Narrow-v0", "entry_point": "rlhf_env.envs.linear_bt:LinearBTEnv",
+     "kwargs": {"behaviour": "narrow"},
+     "description": "LinearBT with narrow offline coverage: the data rarely play what pi* plays."},
+]
+"""The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
+
 BEHAVIOURS = ("reference", "uniform", "narrow")
 
 

@@ -21,6 +21,13 @@ from rlhf_env.policies.closed_forms import log_normalize
 
 __all__ = ["LinearBTCoverageEnv", "COVERAGE_BEHAVIOURS"]
 
+REGISTER = [
+    {"id": "LinearBT-Coverage-v0",
+     "entry_point": "rlhf_env.envs.linear_bt_coverage:LinearBTCoverageEnv",
+     "description": "LinearBT whose offline data never cover a trap direction: pessimism decides."},
+]
+"""The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
+
 COVERAGE_BEHAVIOURS = (*BEHAVIOURS, "gap")
 
 

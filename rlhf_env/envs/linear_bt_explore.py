@@ -21,6 +21,12 @@ from rlhf_env.policies.closed_forms import log_normalize
 
 __all__ = ["LinearBTExploreEnv"]
 
+REGISTER = [
+    {"id": "LinearBT-Explore-v0", "entry_point": "rlhf_env.envs.linear_bt_explore:LinearBTExploreEnv",
+     "description": "LinearBT where pi* plays responses pi0 rarely samples: exploration decides."},
+]
+"""The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
+
 
 class LinearBTExploreEnv(LinearBTEnv):
     r"""A linear BT bandit on which exploration decides the ranking (LinearBT-Explore-v0).

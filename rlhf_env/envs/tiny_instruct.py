@@ -20,6 +20,13 @@ from rlhf_env.threads import use_small_model_threads
 
 __all__ = ["TinyInstructEnv", "SIZES", "gold_reward"]
 
+REGISTER = [
+    {"id": "TinyInstruct-v0", "entry_point": "rlhf_env.envs.tiny_instruct:TinyInstructEnv",
+     "description": "Synthetic instructions (sort/rev/max/count), a tiny LM pi0, a gold reward "
+                    "program."},
+]
+"""The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
+
 # model size presets: (model config, demonstrations, SFT steps, batch size, learning rate)
 SIZES: dict[str, dict[str, Any]] = {
     "default": {"n_layer": 4, "n_embd": 128, "n_demos": 4000, "steps": 1000, "lr": 2e-3},
