@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         result = train_run(cfg, args.runs_dir, resume=args.resume, overwrite=args.overwrite,
                            tensorboard_log=args.tensorboard_log, command=command,
                            progress=_progress(args))
-        print(f"{run_dir(args.runs_dir, args.env, args.agent, args.seed)}:")
+        print(f"{run_dir(args.runs_dir, args.env, args.agent, args.seed, args.oracle)}:")
         _print_summary(result)
         return 0
     import rlhf_env

@@ -93,7 +93,7 @@ def oracle_service(cfg: RunConfig, runs: str, num_gpus: float = 0.0) -> Any:
     ray = require_ray()
     from rlhf_env.service import OracleService
 
-    ledger = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed) / "ledger.sqlite"
+    ledger = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle) / "ledger.sqlite"
     actor = ray.remote(OracleService).options(num_cpus=0, num_gpus=num_gpus)
     return actor.remote(cfg.env_id, cfg.make_env_kwargs(), str(ledger))
 
@@ -123,7 +123,7 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
 
     if overwrite:  # on the driver, once: a retried task must resume, not start again
         for cfg in jobs:
-            clear_for_overwrite(run_dir(runs, cfg.env_id, cfg.agent, cfg.seed))
+            clear_for_overwrite(run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle))
     started = not ray.is_initialized()
     if started:
         if address is not None:

@@ -95,7 +95,7 @@ def run_leaderboard(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
             results[cfg.agent].append(result)
         else:
             failures.append(f"{cfg.agent} seed {cfg.seed} "
-                            f"({run_dir(runs, cfg.env_id, cfg.agent, cfg.seed)}): {error}")
+                            f"({run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle)}): {error}")
     for a in results:  # the same order whatever order the jobs finished in
         results[a].sort(key=lambda r: r["seed"])
     return results, failures

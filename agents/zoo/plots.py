@@ -182,7 +182,7 @@ def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
         if e.get("queries_used", {}).get("mean", 0) > 0:
             for r in results[a]:
                 offline = float(r.get("offline_labels", 0))
-                curves.append(_curve(run_dir(runs, env_id, a, r["seed"]), key, offline))
+                curves.append(_curve(run_dir(runs, env_id, a, r["seed"], r.get("oracle")), key, offline))
         xs = sorted(set.intersection(*[set(c) for c in curves])) if curves and all(curves) else []
         if len(xs) > 1:
             ys = np.array([[c[x] for x in xs] for c in curves])
@@ -247,29 +247,42 @@ def overoptimisation_plot(title: str, agg: dict[str, dict[str, Any]],
                           results: dict[str, list[dict]], env_id: str, runs: str | Path,
                           path: Path) -> Path | None:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    drawn = False
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.2))
+    drawn = proxies = False
     for i, a in enumerate(sorted(agg)):
-        trajs = [_trajectory(run_dir(runs, env_id, a, r["seed"])) for r in results[a]]
+        trajs = [_trajectory(run_dir(runs, env_id, a, r["seed"], r.get("oracle")))
+                 for r in results[a]]
         n = min((len(t) for t in trajs), default=0)
         if n < 2:
             continue
         arr = np.array([t[:n] for t in trajs])  # (seeds, rounds, 3)
         st = style(i)
-        ax.plot(arr[:, :, 0].mean(0), arr[:, :, 1].mean(0), "-", label=f"{a}: gold", **st)
+        x = arr[:, :, 0].mean(0)
+        ax.plot(x, arr[:, :, 1].mean(0), "-", label=a, **st)
         proxy = arr[:, :, 2]
-        if np.isfinite(proxy).all():
-            ax.plot(arr[:, :, 0].mean(0), proxy.mean(0), "--", color=st["color"],
-                    marker=st["marker"], markerfacecolor="none", label=f"{a}: its reward model")
+        keep = np.isfinite(proxy).all(0)  # rounds where the RM existed (not pi0's point)
+        if keep.sum() >= 1:
+            ax2.plot(x[keep], proxy[:, keep].mean(0), "--", color=st["color"],
+                     marker=st["marker"], label=a)
+            proxies = True
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("sqrt(KL(pi || pi0))  [sqrt nats]")
-    ax.set_ylabel("reward of the policy's samples (held-out prompts)")
-    ax.set_title(f"{title}: gold and proxy reward over training (mean over seeds)")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("gold reward of the policy's samples")
+    ax.set_title("gold reward over training")
     ax.legend(fontsize=7, loc="best", ncol=2)
+    ax2.set_xlabel("sqrt(KL(pi || pi0))  [sqrt nats]")
+    ax2.set_ylabel("its learned reward model's score (the RM's own units)")
+    ax2.set_title("proxy reward over training" if proxies
+                  else "(no agent here learns a reward model)")
+    if proxies:
+        ax2.legend(fontsize=7, loc="best")
+    for a_ in (ax, ax2):
+        a_.grid(alpha=0.3)
+    fig.suptitle(f"{title}: over-optimisation on Gao et al.'s axes (mean over seeds, one point "
+                 "per evaluated round)")
     return _save(fig, path)
 
 

@@ -58,17 +58,25 @@ class RunLockedError(RLHFEnvError, RuntimeError):
     """Another live process holds the run folder."""
 
 
-def run_dir(runs: str | Path, env_id: str, agent: str, seed: Any) -> Path:
-    """``runs/<env_id>/<agent>/seed<seed>``, after checking each part (no path can escape)."""
+def run_dir(runs: str | Path, env_id: str, agent: str, seed: Any,
+            oracle: str | None = None) -> Path:
+    """``runs/<env_id>/<agent>/seed<seed>`` (``runs/<env_id>+<oracle>/...`` for a training
+    oracle other than the default), after checking each part (no path can escape)."""
     import agents
     import rlhf_env
+    from rlhf_env.oracles import PRESETS, make_oracle
 
     env_id = rlhf_env.spec(env_id).id  # registered ids only: Name-vN, never a path
     agents.get(agent)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidArgumentError(f"seed must be a non-negative int, got {seed!r}")
+    if oracle is not None:
+        make_oracle(oracle)  # a preset name (letters, digits, '-'), or a clear error
+        if oracle not in PRESETS:
+            raise InvalidArgumentError(f"oracle must be a preset name, got {oracle!r}")
     root = Path(runs)
-    folder = root / env_id / agent / f"seed{seed}"
+    top = env_id if oracle in (None, "bt") else f"{env_id}+{oracle}"
+    folder = root / top / agent / f"seed{seed}"
     if not folder.resolve().is_relative_to(root.resolve()):
         raise InvalidArgumentError(f"{folder} would lie outside --runs-dir {root}")
     return folder
@@ -304,7 +312,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
     import agents
 
     # ---- everything checked before anything is created or paid ------------------------------
-    folder = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed)
+    folder = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle)
     check_eval_options(cfg.env_id, cfg.eval)
     if isinstance(cfg.eval_every, bool) or not isinstance(cfg.eval_every, int) or cfg.eval_every < 0:
         raise InvalidArgumentError(f"eval_every must be an int >= 0, got {cfg.eval_every!r}")
