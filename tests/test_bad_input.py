@@ -219,6 +219,8 @@ CLI_CASES = {
                              "--overwrite"],
     "leaderboard env path": ["leaderboard", "--env", "../x", "--seeds", "1"],
     "leaderboard agent typo": ["leaderboard", "--env", LIN, "--agents", "dpo,rsoo"],
+    "leaderboard versus absent": ["leaderboard", "--env", LIN, "--agents", "dpo",
+                                  "--versus", "rso"],
 }
 
 

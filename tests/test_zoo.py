@@ -12,7 +12,7 @@ from agents.algorithms.iterative_dpo import IterativeDPOAgent
 from agents.hyperparams import config_dir
 from agents.zoo import cli, resolve
 from agents.zoo.run import train_run
-from agents.zoo.stats import ci95
+from agents.zoo.stats import aggregate, ci95, comparisons, iqm, paired, probability_of_improvement
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError
 
 # a tiny budget per agent, for the language env (the LinearBT runs use the configs as they are)
@@ -99,6 +99,29 @@ def test_ci95_hand_worked():
     assert ci95([5.0])[0] == 5.0
 
 
+def test_paired_iqm_and_probability_of_improvement_hand_worked():
+    d = paired({0: 1.0, 1: 3.0, 2: 2.0}, {0: 0.0, 1: 1.0, 2: 2.0, 3: 9.0})  # seed 3 unpaired
+    assert d["seeds"] == [0, 1, 2] and d["values"] == [1.0, 2.0, 0.0]
+    assert d["mean"] == 1.0 and d["ci95"] == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
+    q = iqm([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 100.0])  # drops 2 each end: mean of 2..7
+    assert q["iqm"] == 4.5 and q["low"] <= 4.5 <= q["high"]
+    # x=1 beats 0 once; x=2 ties twice (1/2 each) and beats 0; x=3 beats all: 6 of 9
+    p = probability_of_improvement([1.0, 2.0, 3.0], [2.0, 2.0, 0.0])
+    assert p["p"] == pytest.approx(2 / 3) and 0 <= p["low"] <= p["high"] <= 1
+
+
+def test_comparisons_versus_a_chosen_baseline():
+    rows = {a: [{"seed": s, "objective": v} for s, v in enumerate(vals)]
+            for a, vals in {"reference": [0.0, 0.0, 0.0], "online": [0.9, 0.8, 0.7],
+                            "offline": [0.5, 0.6, 0.2]}.items()}
+    comp = comparisons(aggregate(rows), versus=["offline"])
+    got = comp["agents"]["online"]["vs_offline"]
+    assert got["values"] == pytest.approx([0.4, 0.2, 0.5]) and got["mean"] == pytest.approx(11 / 30)
+    assert "vs_offline" not in comp["agents"]["offline"] and comp["versus"] == ["offline"]
+    with pytest.raises(InvalidArgumentError, match="not on this leaderboard"):
+        comparisons(aggregate(rows), versus=["nope"])
+
+
 @pytest.mark.parametrize("name", sorted(set(TINY_LM) | FINITE_ONLY))
 def test_train_every_agent_through_the_command_on_linear_bt(tmp_path, name):
     rc = zoo("train", "--env", "LinearBT-v0", "--agent", name, "--seed", 1, "--runs-dir",
@@ -173,14 +196,16 @@ def test_killed_run_resumes_to_the_same_result_and_pays_no_query_twice(tmp_path,
 def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "lb"
     argv = ["leaderboard", "--env", "LinearBT-v0", "--agents", "reference,dpo,iterative_dpo",
-            "--seeds", 2, "--runs-dir", runs, "--out", out, "--env-kwargs", "query_budget=128"]
+            "--seeds", 2, "--runs-dir", runs, "--out", out, "--env-kwargs", "query_budget=128",
+            "--versus", "dpo"]
     assert zoo(*argv) == 0
     board = json.loads((out / "leaderboard.json").read_text())
     assert set(board["agents"]) == {"reference", "dpo", "iterative_dpo"}
     assert board["agents"]["iterative_dpo"]["queries_used"]["values"] == [128, 128]
     md = (out / "leaderboard.md").read_text()
     assert "| iterative_dpo | 2 |" in md and "rlhf-zoo leaderboard" in md
-    assert "vs pi0 (paired)" in md and "IQM" in md
+    assert "vs pi0 (paired)" in md and "vs dpo (paired)" in md and "IQM" in md
+    assert board["comparisons"]["agents"]["iterative_dpo"]["vs_dpo"]["seeds"] == [0, 1]
     assert set(board["comparisons"]["agents"]) == {"reference", "dpo", "iterative_dpo"}
     for png in ("scores.png", "paired.png", "reward_vs_kl.png", "score_vs_labels.png",
                 "metrics.png"):

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     lb.add_argument("--out", default=None, metavar="DIR",
                     help="output folder (default RUNS_DIR/leaderboards/<env>[-<oracle>])")
+    lb.add_argument("--versus", default="", metavar="AGENTS",
+                    help="comma-separated agents every other agent is also compared with, "
+                         "paired by seed (a column each), e.g. mle_gibbs_pi0")
     lb.add_argument("--workers", type=int, default=1,
                     help="run jobs in parallel on a local Ray instance with this many workers "
                          "(needs the 'distributed' extra)")
@@ -172,6 +175,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
         raise InvalidArgumentError(
             f"no agent has an entry for {env_id} in zoo_configs/; name them with --agents a,b "
             "(they run with their 'default' entry)")
+    versus = [v.strip() for v in args.versus.split(",") if v.strip()]
+    if set(versus) - set(names):
+        raise InvalidArgumentError(
+            f"--versus {args.versus}: {sorted(set(versus) - set(names))} not among this "
+            f"leaderboard's agents {names}")
     suffix = f"-{args.oracle}" if args.oracle else ""
     out = Path(args.out or Path(args.runs_dir) / "leaderboards" / f"{env_id}{suffix}")
     results, failures = run_leaderboard(
@@ -182,7 +190,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         oracle_gpus=args.oracle_gpus)
     if any(results.values()):
         report = write_leaderboard(env_id, results, out, runs=args.runs_dir, command=command,
-                                   oracle=args.oracle)
+                                   oracle=args.oracle, versus=versus)
         print(report["table"])
         print(f"\nwrote {out / 'leaderboard.md'}, {out / 'leaderboard.json'} and "
               + ", ".join(Path(f).name for f in report["figures"]))

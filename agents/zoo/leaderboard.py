@@ -151,7 +151,9 @@ def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) ->
     """A markdown table, best score first, with the paired comparisons when given."""
     key = score_key(agg)
     cols = [(k, t, d) for k, t, d in METRICS if any(k in e for e in agg.values())]
-    extra = (["vs pi0 (paired)", "vs best (paired)", "IQM [95%]"] if comp else [])
+    versus = list(comp.get("versus", ())) if comp else []
+    extra = (["vs pi0 (paired)", "vs best (paired)"] + [f"vs {v} (paired)" for v in versus]
+             + ["IQM [95%]"] if comp else [])
     lines = ["| agent | seeds | " + " | ".join([t for _, t, _ in cols] + extra) + " |",
              "|---|---|" + "---|" * (len(cols) + len(extra))]
     for a in sorted(agg, key=lambda a: -agg[a][key]["mean"]):
@@ -161,16 +163,20 @@ def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) ->
             c = comp["agents"][a]
             q = c["iqm"]
             cells += [_interval(c.get("vs_reference")),
-                      "best" if a == comp["best"] else _interval(c.get("vs_best")),
-                      f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"]
+                      "best" if a == comp["best"] else _interval(c.get("vs_best"))]
+            cells += [_interval(c.get(f"vs_{v}")) for v in versus]
+            cells += [f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"]
         lines.append(f"| {a} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out: str | Path,
                       *, runs: str | Path = "runs", command: str = "",
-                      oracle: str | None = None) -> dict[str, Any]:
-    """Write ``leaderboard.md``, ``leaderboard.json`` and the PNG plots into ``out``."""
+                      oracle: str | None = None, versus: Sequence[str] = ()) -> dict[str, Any]:
+    """Write ``leaderboard.md``, ``leaderboard.json`` and the PNG plots into ``out``.
+
+    ``versus``: agents every other agent is also compared with, paired by seed (a column
+    each), besides pi0 and the best agent."""
     from agents.zoo import plots
 
     out = Path(out)
@@ -178,7 +184,7 @@ def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out
     agg = aggregate(results)
     if not agg:
         raise RuntimeError("no finished runs to put on the leaderboard")
-    comp = comparisons(agg)
+    comp = comparisons(agg, versus)
     seeds = sorted({s for e in agg.values() for s in e["seeds"]})
     md = table(agg, comp)
     title = f"{env_id}, oracle {oracle or 'bt'}"
@@ -188,7 +194,7 @@ def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out
             f"Mean ± 95% t-interval over seeds {seeds}; exact metrics on exact envs, Monte Carlo "
             "estimates on the held-out prompts otherwise. Objective J = gold reward − eta · KL; "
             "labels = offline pairs the agent learned from + queries it paid for. "
-            f"'vs pi0' and 'vs best' are the mean per-seed difference in {key} with its 95% "
+            f"The 'vs' columns are the mean per-seed difference in {key} with its 95% "
             "t-interval (✓: above 0, ✗: below 0); IQM is the interquartile mean over seeds with "
             "a percentile-bootstrap interval.", "", md, ""]
     if command:

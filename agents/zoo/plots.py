@@ -173,7 +173,7 @@ def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
     """Score against labels used: online agents' curves over rounds, the rest as points."""
     plt = _plt()
     key = comp["score"]
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig, ax = plt.subplots(figsize=(10, 5.2))
     for i, a in enumerate(sorted(agg)):
         st, e = style(i), agg[a]
         labels = e.get("labels", e.get("queries_used"))
@@ -198,11 +198,12 @@ def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
         ax.axhline(1, color="red", ls="--", lw=1.2, label="pi*")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)  # no negative half of the symlog axis
     ax.set_xlabel("labels used (offline pairs learned from + queries paid)")
     ax.set_ylabel(key.replace("_", " "))
     ax.set_title(f"{title}: {key.replace('_', ' ')} against labels (mean, 95% band)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

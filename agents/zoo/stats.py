@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from rlhf_env.errors import InvalidArgumentError
+
 __all__ = ["METRICS", "score_key", "ci95", "paired", "iqm", "probability_of_improvement",
            "aggregate", "comparisons"]
 
@@ -105,12 +107,19 @@ def aggregate(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, A
     return out
 
 
-def comparisons(agg: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Paired differences to pi0 and to the best agent, IQM and probability of improvement,
-    on the leaderboard's score (:func:`score_key`)."""
+def comparisons(agg: dict[str, dict[str, Any]], versus: Sequence[str] = ()) -> dict[str, Any]:
+    """Paired differences to pi0, to the best agent and to each agent in ``versus``, IQM and
+    probability of improvement, on the leaderboard's score (:func:`score_key`).
+
+    ``versus`` names baselines of the reader's choosing (say the offline MLE at equal labels);
+    each agent gets ``vs_<name>`` = the per-seed difference to it, over their common seeds."""
     key = score_key(agg)
     best = max(agg, key=lambda a: agg[a][key]["mean"])
-    out: dict[str, Any] = {"score": key, "best": best, "agents": {}}
+    missing = [v for v in versus if v not in agg]
+    if missing:
+        raise InvalidArgumentError(
+            f"cannot compare with {missing}: not on this leaderboard (agents: {sorted(agg)})")
+    out: dict[str, Any] = {"score": key, "best": best, "versus": list(versus), "agents": {}}
     for a, e in agg.items():
         by_seed = e[key]["by_seed"]
         row: dict[str, Any] = {"iqm": iqm(e[key]["values"])}
@@ -123,5 +132,8 @@ def comparisons(agg: dict[str, dict[str, Any]]) -> dict[str, Any]:
             row["vs_best"] = paired(by_seed, agg[best][key]["by_seed"])
             row["improvement_over_best"] = probability_of_improvement(
                 e[key]["values"], agg[best][key]["values"])
+        for v in versus:
+            if a != v:
+                row[f"vs_{v}"] = paired(by_seed, agg[v][key]["by_seed"])
         out["agents"][a] = row
     return out
