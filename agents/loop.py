@@ -85,6 +85,10 @@ class Agent:
     resumable: ClassVar[bool] = True
     uses_offline_data: ClassVar[bool] = True
     """Whether the agent learns from the env's offline pairs (they count as labels it used)."""
+    relative_cost: ClassVar[float] = 1.0
+    """A scheduling hint: a run's wall time relative to a typical agent's on the same env.
+    Parallel leaderboards start the costliest runs first (so that no long run is left alone
+    at the end); measured wall times of finished runs take precedence over it."""
 
     def __init__(self, env: Any, **hparams: Any) -> None:
         self.env = env

@@ -227,3 +227,24 @@ def test_train_run_callback_and_tensorboard_log(tmp_path):
     rows = [json.loads(x) for x in
             (tmp_path / "runs/LinearBT-v0/iterative_dpo/seed0/metrics.jsonl").read_text().splitlines()]
     assert [r["oracle/queries_paid"] for r in rows if "eval/objective" in r] == [0, 32, 64]
+
+
+def test_parallel_leaderboards_start_the_longest_runs_first(tmp_path):
+    from agents.zoo.config import RunConfig
+    from agents.zoo.distributed import longest_first
+
+    jobs = [RunConfig(env_id="LinearBT-v0", agent=a, seed=s)
+            for a in ("reference", "dpo", "ppo", "iterative_dpo") for s in (0, 1)]
+    # nothing measured yet: the agents' relative_cost hints (ppo 10, iterative_dpo 5, others 1)
+    assert [(c.agent, c.seed) for c in longest_first(jobs, str(tmp_path))] == [
+        ("ppo", 0), ("ppo", 1), ("iterative_dpo", 0), ("iterative_dpo", 1),
+        ("reference", 0), ("reference", 1), ("dpo", 0), ("dpo", 1)]
+    # every agent measured (finished runs of other seeds): the median wall time decides
+    for agent, walls in {"reference": [9.0], "dpo": [1.0, 5.0, 2.0], "ppo": [3.0],
+                         "iterative_dpo": [0.5]}.items():
+        for seed, wall in enumerate(walls, start=7):
+            folder = tmp_path / "LinearBT-v0" / agent / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "eval.json").write_text(json.dumps({"wall_s": wall}))
+    assert [c.agent for c in longest_first(jobs, str(tmp_path))][::2] == [
+        "reference", "ppo", "dpo", "iterative_dpo"]

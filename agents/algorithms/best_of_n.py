@@ -20,7 +20,7 @@ from agents.loop import Agent
 from agents.reward_models import RewardModelConfig, fit_reward_model
 from rlhf_env.policies import FinitePolicy, Policy, best_of_n_policy
 
-__all__ = ["BestOfNConfig", "BestOfNAgent", "ReferenceAgent", "reference_pairs",
+__all__ = ["ReferencePairs", "BestOfNConfig", "BestOfNAgent", "ReferenceAgent", "reference_pairs",
            "query_reference_pairs"]
 
 
@@ -46,6 +46,31 @@ def reference_pairs(reference: Policy, prompts: list[str], generator: torch.Gene
     second = torch.multinomial(rest, 1, generator=generator)
     names = reference.catalog.responses
     return [names[j] for j in first[:, 0].tolist()], [names[j] for j in second[:, 0].tolist()]
+
+
+class ReferencePairs:
+    """The ``query_pairs`` setting of offline learners, shared by their configs: pairs of pi0
+    samples to label through the env before fitting (0: none, the offline data only; None:
+    the whole query budget), and the checks that go with it. A config class lists it first
+    among its bases and declares the ``query_pairs`` field itself (its default differs)."""
+
+    query_pairs: int | None
+
+    def check(self) -> None:
+        super().check()  # type: ignore[misc]  # the config base that follows in the MRO
+        check(self.query_pairs is None or self.query_pairs >= 0,
+              f"query_pairs must be >= 0 (or None for the whole budget), got {self.query_pairs!r}")
+
+    def pairs_to_query(self, instance: Any) -> int:
+        return instance.query_budget if self.query_pairs is None else self.query_pairs
+
+    def check_data(self, instance: Any, who: str, message: str) -> None:
+        """The budget covers the pairs to query, and there is some data to learn from."""
+        q = self.pairs_to_query(instance)
+        if q:
+            check_budget(who, 1, q, instance)
+        ds = instance.offline_dataset
+        check(q > 0 or (ds is not None and len(ds) > 0), message)
 
 
 def query_reference_pairs(agent: Agent, n: int) -> PreferenceData | None:

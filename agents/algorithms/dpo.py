@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from agents.algorithms.best_of_n import query_reference_pairs
+from agents.algorithms.best_of_n import ReferencePairs, query_reference_pairs
 from agents.base import AgentConfig, check, register_agent
-from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.loop import Agent
 from agents.losses import LOSS_TYPES
@@ -146,29 +145,16 @@ class PreferenceAgent(Agent):
 
 
 @dataclasses.dataclass
-class OfflineDPOConfig(DPOConfig):
-    """``query_pairs``: pairs of pi0 samples to label through the env before training (0:
-    none, the offline data only; None: the whole query budget)."""
+class OfflineDPOConfig(ReferencePairs, DPOConfig):
+    """:class:`DPOConfig` and ``query_pairs`` (:class:`ReferencePairs`; default 0)."""
 
     query_pairs: int | None = 0
 
-    def check(self) -> None:
-        super().check()
-        check(self.query_pairs is None or self.query_pairs >= 0,
-              f"query_pairs must be >= 0 (or None for the whole budget), got {self.query_pairs!r}")
-
-    def pairs_to_query(self, instance: Any) -> int:
-        return instance.query_budget if self.query_pairs is None else self.query_pairs
-
     def check_env(self, instance: Any) -> None:
         super().check_env(instance)
-        q = self.pairs_to_query(instance)
-        if q:
-            check_budget("dpo", 1, q, instance)
-        ds = instance.offline_dataset
-        check(q > 0 or (ds is not None and len(ds) > 0),
-              "dpo needs an offline dataset: make the env with setting='offline' or 'hybrid' "
-              "(or pass query_pairs > 0 to label pairs of pi0 samples)")
+        self.check_data(instance, "dpo",
+                        "dpo needs an offline dataset: make the env with setting='offline' or "
+                        "'hybrid' (or pass query_pairs > 0 to label pairs of pi0 samples)")
 
 
 @register_agent("dpo")

@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from agents.algorithms.best_of_n import query_reference_pairs
+from agents.algorithms.best_of_n import ReferencePairs, query_reference_pairs
 from agents.base import AgentConfig, check, register_agent
 from agents.collect import check_budget
 from agents.data import PreferenceData
@@ -99,28 +99,15 @@ class TheoryConfig(AgentConfig):
 
 
 @dataclasses.dataclass
-class OfflineTheoryConfig(TheoryConfig):
-    """``query_pairs``: pairs of pi0 samples to label through the env before fitting (0:
-    none, the offline data only; None: the whole query budget)."""
+class OfflineTheoryConfig(ReferencePairs, TheoryConfig):
+    """:class:`TheoryConfig` and ``query_pairs`` (:class:`ReferencePairs`; default 0)."""
 
     query_pairs: int | None = 0
 
-    def check(self) -> None:
-        super().check()
-        check(self.query_pairs is None or self.query_pairs >= 0,
-              f"query_pairs must be >= 0 (or None for the whole budget), got {self.query_pairs!r}")
-
-    def pairs_to_query(self, instance: Any) -> int:
-        return instance.query_budget if self.query_pairs is None else self.query_pairs
-
     def check_env(self, instance: Any) -> None:
-        q = self.pairs_to_query(instance)
-        if q:
-            check_budget("the offline learner", 1, q, instance)
-        ds = instance.offline_dataset
-        check(q > 0 or (ds is not None and len(ds) > 0),
-              "this agent needs preference data: an offline dataset (setting='offline' or "
-              "'hybrid') or query_pairs > 0 to label pairs of pi0 samples")
+        self.check_data(instance, "the offline learner",
+                        "this agent needs preference data: an offline dataset (setting='offline' "
+                        "or 'hybrid') or query_pairs > 0 to label pairs of pi0 samples")
 
 
 @dataclasses.dataclass

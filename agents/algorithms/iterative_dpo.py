@@ -82,6 +82,7 @@ class IterativeDPOAgent(PreferenceAgent):
 
     Config = IterativeDPOConfig
     description = "online iterative DPO with a rejection-sampling enhancer (Xiong et al. 2024)"
+    relative_cost = 5.0  # the longest run on TinyInstruct-v0 (134 s), second on LinearBT-v0
 
     def n_rounds(self) -> int:
         return self.config.iterations

@@ -202,6 +202,7 @@ class PPOAgent(Agent):
     description = ("PPO (stable-baselines3) against a BT reward model: r_hat + eta·log pi0 with "
                    "entropy eta on exact envs, token-level with a per-token KL penalty on LMs")
     resumable = False
+    relative_cost = 10.0  # CPU, 2026-11-26: 12 s a run on LinearBT-v0 where the others take <= 2 s
 
     def n_rounds(self) -> int:
         return self.config.iterations

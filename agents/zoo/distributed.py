@@ -28,7 +28,8 @@ from agents.zoo.config import RunConfig
 from agents.zoo.run import clear_for_overwrite, run_dir, train_run
 from rlhf_env.errors import InvalidArgumentError
 
-__all__ = ["require_ray", "RayClient", "run_job", "run_jobs", "oracle_service"]
+__all__ = ["require_ray", "RayClient", "run_job", "run_jobs", "oracle_service",
+           "longest_first"]
 
 log = logging.getLogger("agents")
 
@@ -111,6 +112,38 @@ def run_job(cfg_dict: dict[str, Any], runs: str, tensorboard_log: str | None, co
                      command=command, service=client)
 
 
+def measured_wall(cfg: RunConfig, runs: str) -> float | None:
+    """The median ``wall_s`` of finished runs of ``cfg``'s agent, env and oracle under
+    ``runs`` (any seed), or None when there is none."""
+    import statistics
+
+    from agents.files import read_json
+
+    walls = []
+    for done in run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle).parent.glob(
+            "seed*/eval.json"):
+        try:
+            walls.append(float(read_json(done)["wall_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return statistics.median(walls) if walls else None
+
+
+def longest_first(jobs: list[RunConfig], runs: str) -> list[RunConfig]:
+    """``jobs`` with the costliest first (ties keep their order): the longest-processing-time
+    rule, so that the last job to finish is a short one. The cost is the measured wall time
+    of earlier runs of the same agent when every agent has one (:func:`measured_wall`),
+    else each agent's ``relative_cost`` hint."""
+    import agents
+
+    measured = {c.agent: measured_wall(c, runs) for c in jobs}
+    if all(v is not None for v in measured.values()):
+        cost = measured
+    else:
+        cost = {a: float(agents.get(a).relative_cost) for a in measured}
+    return sorted(jobs, key=lambda c: -cost[c.agent])
+
+
 def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
              tensorboard_log: Any = None, command: str = "", workers: int = 2,
              address: str | None = None, progress: bool | None = None, sealed: bool = False,
@@ -132,7 +165,7 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_job)
     refs: dict[Any, RunConfig] = {}
-    for cfg in jobs:
+    for cfg in longest_first(jobs, str(runs)):
         res = {"num_cpus": 1, "num_gpus": 0, **cfg.resources}
         ref = task.options(max_retries=max_retries, **res).remote(
             cfg.to_dict(), str(runs), None if tensorboard_log is None else str(tensorboard_log),

@@ -65,11 +65,18 @@ def _iqm(v: np.ndarray) -> float:
     return float(sps.trim_mean(v, 0.25))
 
 
+def _iqm_rows(m: np.ndarray) -> np.ndarray:
+    """:func:`_iqm` of each row (scipy's trim_mean cut: int(n/4) values off each end)."""
+    n = m.shape[1]
+    k = int(0.25 * n)
+    return np.sort(m, axis=1)[:, k:n - k].mean(axis=1)
+
+
 def iqm(values: Sequence[float], seed: int = 0) -> dict[str, float]:
     """Interquartile mean and its 95% percentile-bootstrap interval over seeds."""
     v = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    boots = [_iqm(v[rng.integers(len(v), size=len(v))]) for _ in range(BOOTSTRAP)]
+    boots = _iqm_rows(v[rng.integers(len(v), size=(BOOTSTRAP, len(v)))])
     return {"iqm": _iqm(v), "low": float(np.percentile(boots, 2.5)),
             "high": float(np.percentile(boots, 97.5))}
 
