@@ -6,6 +6,9 @@ network and a GPU, pass a hub id or a local path instead of each:
 ``reference="your/sft-model"``, ``reward="your/reward-model"``.
 
     python examples/custom_env.py [--sft-steps 200] [--agent iterative_dpo]
+
+Measured on the 2-core development CPU (2026-11-26), whole command: 12.9 s the first time
+(the reference is fine-tuned and cached), 7.9 s after (gold reward 0.750 -> 1.719).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
     python examples/hh_rlhf.py --data-dir ../shared/data/hh-rlhf --subset harmless-base
     # GPU with a network: a real SFT model and a real reward model from the hub
     python examples/hh_rlhf.py --research --device cuda --reference-model your/sft-model
+
+Measured on the 2-core development CPU (2026-11-26), the first command: 48.9 s the first
+time (the tiny pi0 and gold reward model are trained and cached), 11.0 s after.
 """
 
 from __future__ import annotations
