@@ -219,6 +219,13 @@ CLI_CASES = {
                              "--overwrite"],
     "leaderboard env path": ["leaderboard", "--env", "../x", "--seeds", "1"],
     "leaderboard agent typo": ["leaderboard", "--env", LIN, "--agents", "dpo,rsoo"],
+    "leaderboard no seeds": ["leaderboard", "--env", LIN, "--agents", "dpo", "--seeds", "0"],
+    "leaderboard empty seed range": ["leaderboard", "--env", LIN, "--agents", "dpo",
+                                     "--seeds", "9-3"],
+    "leaderboard seed twice": ["leaderboard", "--env", LIN, "--agents", "dpo",
+                               "--seeds", "0-2,2"],
+    "leaderboard seed not a number": ["leaderboard", "--env", LIN, "--agents", "dpo",
+                                      "--seeds", "-1"],
     "leaderboard versus absent": ["leaderboard", "--env", LIN, "--agents", "dpo",
                                   "--versus", "rso"],
 }

@@ -248,3 +248,25 @@ def test_parallel_leaderboards_start_the_longest_runs_first(tmp_path):
             (folder / "eval.json").write_text(json.dumps({"wall_s": wall}))
     assert [c.agent for c in longest_first(jobs, str(tmp_path))][::2] == [
         "reference", "ppo", "dpo", "iterative_dpo"]
+
+
+def test_seeds_option_takes_a_count_a_range_or_a_list():
+    from agents.zoo.cli import parse_seeds
+
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("100-103") == [100, 101, 102, 103]
+    assert parse_seeds("0,5,7") == [0, 5, 7]
+    assert parse_seeds(" 0-1, 10 ") == [0, 1, 10]
+    assert parse_seeds("4-4") == [4]
+    for bad in ("0", "", "3-1", "1,1", "0-2,2", "-1", "a", "1,", "1.5", "2-"):
+        with pytest.raises(InvalidArgumentError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_a_leaderboard_over_a_seed_range_reports_those_seeds(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert cli.main(["-q", "leaderboard", "--env", "LinearBT-v0", "--agents", "reference,dpo",
+                     "--seeds", "5-6", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["seeds"] == [5, 6]
+    assert sorted(p.name for p in (runs / "LinearBT-v0" / "dpo").iterdir()) == ["seed5", "seed6"]

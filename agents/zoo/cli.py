@@ -17,7 +17,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "console"]
+__all__ = ["main", "build_parser", "console", "parse_seeds"]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``"N"`` is seeds 0..N-1; ``"A-B"`` is A..B inclusive; a comma-separated
+    list joins both forms (``"0-4,10"``). Seeds are non-negative ints, each named once."""
+    from rlhf_env.errors import InvalidArgumentError
+
+    def bad(why: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"--seeds {text!r}: {why} (give N for seeds 0..N-1, A-B for A..B, or a "
+            "comma-separated list, e.g. 100-109 or 0,5,7)")
+
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(parts):
+        raise bad("an empty item")
+    seeds: list[int] = []
+    for part in parts:
+        lo, dash, hi = part.partition("-")
+        if not (lo.isdigit() and (not dash or hi.isdigit())):
+            raise bad(f"{part!r} is not N or A-B with non-negative integers")
+        if dash:
+            if int(hi) < int(lo):
+                raise bad(f"{part!r} is an empty range")
+            seeds += range(int(lo), int(hi) + 1)
+        elif len(parts) == 1:
+            if int(lo) < 1:
+                raise bad("N must be >= 1")
+            seeds += range(int(lo))
+        else:
+            seeds.append(int(lo))
+    if len(set(seeds)) != len(seeds):
+        raise bad("a seed is named twice")
+    return seeds
 
 _EPILOG = """\
 Values after --hyperparams, --env-kwargs and --eval-kwargs are read as YAML:
@@ -90,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--agents", default="all",
                     help="'all' (every agent with a zoo config entry for the env) or a "
                          "comma-separated list")
-    lb.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    lb.add_argument("--seeds", default="3", metavar="SEEDS",
+                    help="N: seeds 0..N-1 (default 3); A-B: seeds A to B inclusive; or a "
+                         "comma-separated list of both forms, e.g. 100-109 or 0,5,7")
     lb.add_argument("--out", default=None, metavar="DIR",
                     help="output folder (default RUNS_DIR/leaderboards/<env>[-<oracle>])")
     lb.add_argument("--versus", default="", metavar="AGENTS",
@@ -166,8 +201,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from rlhf_env.errors import InvalidArgumentError
 
     env_id = rlhf_env.spec(args.env).id
-    if args.seeds < 1:
-        raise InvalidArgumentError(f"--seeds must be >= 1 (seeds 0..N-1), got {args.seeds}")
+    seeds = parse_seeds(args.seeds)
     if args.workers < 1:
         raise InvalidArgumentError(f"--workers must be >= 1, got {args.workers}")
     names = agent_names(args.agents, env_id)
@@ -183,7 +217,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     suffix = f"-{args.oracle}" if args.oracle else ""
     out = Path(args.out or Path(args.runs_dir) / "leaderboards" / f"{env_id}{suffix}")
     results, failures = run_leaderboard(
-        env_id, names, range(args.seeds), runs=args.runs_dir, env_kwargs=env_kwargs,
+        env_id, names, seeds, runs=args.runs_dir, env_kwargs=env_kwargs,
         setting=args.setting, oracle=args.oracle, overwrite=args.overwrite,
         tensorboard_log=args.tensorboard_log, command=command, progress=_progress(args),
         workers=args.workers, address=args.address, sealed=args.oracle_service,
