@@ -21,14 +21,15 @@ __all__ = ["main", "build_parser", "console", "parse_seeds"]
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: ``"N"`` is seeds 0..N-1; ``"A-B"`` is A..B inclusive; a comma-separated
-    list joins both forms (``"0-4,10"``). Seeds are non-negative ints, each named once."""
+    """``--seeds``: ``"N"`` alone is seeds 0..N-1; ``"A-B"`` is A..B inclusive; a
+    comma-separated list names seeds and ranges (``"0,5,7"``, ``"0-4,10"``: in a list a bare
+    number is one seed). Seeds are non-negative ints, each named once."""
     from rlhf_env.errors import InvalidArgumentError
 
     def bad(why: str) -> InvalidArgumentError:
         return InvalidArgumentError(
             f"--seeds {text!r}: {why} (give N for seeds 0..N-1, A-B for A..B, or a "
-            "comma-separated list, e.g. 100-109 or 0,5,7)")
+            "comma-separated list of seeds and ranges, e.g. 0,5,7 or 0-4,10)")
 
     parts = [p.strip() for p in str(text).split(",")]
     if not all(parts):
@@ -124,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'all' (every agent with a zoo config entry for the env) or a "
                          "comma-separated list")
     lb.add_argument("--seeds", default="3", metavar="SEEDS",
-                    help="N: seeds 0..N-1 (default 3); A-B: seeds A to B inclusive; or a "
-                         "comma-separated list of both forms, e.g. 100-109 or 0,5,7")
+                    help="N alone: seeds 0..N-1 (default 3); A-B: seeds A to B inclusive; "
+                         "or a comma-separated list of seeds and ranges, e.g. 0,5,7 or "
+                         "0-4,10")
     lb.add_argument("--out", default=None, metavar="DIR",
                     help="output folder (default RUNS_DIR/leaderboards/<env>[-<oracle>])")
     lb.add_argument("--versus", default="", metavar="AGENTS",
