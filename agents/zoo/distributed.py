@@ -136,7 +136,8 @@ def longest_first(jobs: list[RunConfig], runs: str) -> list[RunConfig]:
     else each agent's ``relative_cost`` hint."""
     import agents
 
-    measured = {c.agent: measured_wall(c, runs) for c in jobs}
+    one = {c.agent: c for c in jobs}  # a config per agent: its runs are scanned once
+    measured = {a: measured_wall(c, runs) for a, c in one.items()}
     if all(v is not None for v in measured.values()):
         cost = measured
     else:
