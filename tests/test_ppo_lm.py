@@ -148,7 +148,10 @@ def test_config_defaults_follow_the_kind_of_env(tiny_env):
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
         agents.make("ppo", tiny_env, critic="separate")
     assert lm.config.rollout == "cached"
-    assert agents.make("ppo", tiny_env, rollout="per_state").config.rollout == "per_state"
+    # an env of its own: the session's tiny_env may have spent queries in other tests
+    unspent = rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=64,
+                            n_eval_prompts=16, n_offline=32)
+    assert agents.make("ppo", unspent, rollout="per_state").config.rollout == "per_state"
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="rollout must be one of"):
         agents.make("ppo", tiny_env, rollout="kv")
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="max_new_tokens must be"):
