@@ -304,7 +304,7 @@ _DEFAULT_SIZES = {DEFAULT_REFERENCE: "3.4B parameters, about 6.9 GB",
 def _check_model_plan(reference_model: Any, reward_model: Any, device: Any,
                       allow_large_on_cpu: bool) -> None:
     """Refuse to fetch and run the multi-billion-parameter defaults on a CPU unless asked."""
-    from rlhf_env.policies.causal_lm import resolve_device
+    from rlhf_env.lm.loading import resolve_device
 
     defaults = [m for m in (reference_model, reward_model) if isinstance(m, str)
                 and m in _DEFAULT_SIZES]
@@ -321,8 +321,9 @@ def _check_model_plan(reference_model: Any, reward_model: Any, device: Any,
 def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any,
                 reference_revision: str | None, reward_model_revision: str | None,
                 allow_bin_weights: bool) -> tuple[Any, Any]:
+    from rlhf_env.lm.loading import resolve_device, resolve_dtype
     from rlhf_env.lm.reward_model import RewardModel
-    from rlhf_env.policies.causal_lm import CausalLMPolicy, resolve_device, resolve_dtype
+    from rlhf_env.policies.causal_lm import CausalLMPolicy
 
     hint = ("pass reference_model= and reward_model= (local folders or reachable hub ids), "
             "or preset='tiny' with data_dir= for a CPU run")

@@ -121,7 +121,7 @@ class TinyInstructEnv(RLHFEnv):
         if common.setting == "online" and n_offline:
             raise InvalidArgumentError(
                 f"setting='online' has no offline data, but n_offline={n_offline}")
-        from rlhf_env.policies.causal_lm import resolve_device, resolve_dtype
+        from rlhf_env.lm.loading import resolve_device, resolve_dtype
 
         device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
 

@@ -83,7 +83,7 @@ class RewardModel:
         ``allow_bin_weights``), with clear errors."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from rlhf_env.policies.causal_lm import pretrained_kwargs
+        from rlhf_env.lm.loading import pretrained_kwargs
 
         opts = pretrained_kwargs(where, revision, allow_bin_weights)
         try:
