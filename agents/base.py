@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, closest
 
-__all__ = ["TypedConfig", "AgentConfig", "RunLogger", "register_agent", "AGENTS", "check",
-           "RUNTIME_KEYS"]
+__all__ = ["TypedConfig", "AgentConfig", "LoraConfig", "RunLogger", "register_agent", "AGENTS",
+           "check", "RUNTIME_KEYS", "check_language_only"]
 
 AGENTS: dict[str, type] = {}
 
@@ -176,6 +176,40 @@ class TypedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class LoraConfig(TypedConfig):
+    """A LoRA adapter (peft; ``pip install 'rlhf-env[lora]'``): rank ``r``, scale ``alpha``
+    (the update is alpha / r * B A), ``target_modules`` (None: peft's default for the
+    architecture; ``"all-linear"``; or module names). The trained policy is pi0's weights
+    plus the adapter, and pi0 the same weights with it disabled: one copy in memory."""
+
+    r: int = 16
+    alpha: float = 32.0
+    target_modules: tuple[str, ...] | str | None = None
+
+    def check(self) -> None:
+        self.settings()
+
+    def settings(self) -> Any:
+        """The :class:`rlhf_env.lm.lora.LoraSettings` these fields describe."""
+        from rlhf_env.lm.lora import LoraSettings
+
+        return LoraSettings(r=self.r, alpha=self.alpha, target_modules=self.target_modules)
+
+
+def check_language_only(instance: Any, who: str, **settings: Any) -> None:
+    """Refuse language-model-only settings (``lora``, ``gradient_checkpointing``, ...) on an
+    exact env, and LoRA without peft, before anything is built or paid."""
+    given = [k for k, v in settings.items() if v not in (None, False)]
+    check(not given or not instance.exact,
+          f"{who}: {', '.join(given)} applies to language-model policies; {instance.name} is an "
+          f"{instance.kind} env (its policies are tables)")
+    if settings.get("lora") is not None:
+        from rlhf_env.lm.lora import require_peft
+
+        require_peft(f"{who} with lora")
 
 
 @dataclasses.dataclass

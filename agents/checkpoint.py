@@ -12,6 +12,15 @@ is read back: an interruption at any point leaves either the previous state or t
 new one, and an altered file raises :class:`~rlhf_env.errors.DataError` naming it
 instead of being resumed. Pairs already written are reused on resume rather than paid
 for again.
+
+**What a resume needs, and no more.** A resume restarts at the first round not completed,
+from the last completed round's policy: so only that round's ``policy/`` is kept (an
+earlier one is deleted once the next is complete), while every round's pairs stay. A
+LoRA policy saves its adapter alone (its base is pi0, which the env rebuilds), so a
+round costs the adapter's size, not the model's. No optimiser state is kept: every
+round of the package's agents starts a fresh optimiser (``train_preferences`` builds one
+per call), so the state at a round boundary is the policy and the data. ``state.json``
+records the bytes of the policy saved (``policy_bytes``).
 """
 
 from __future__ import annotations
@@ -66,18 +75,26 @@ class Checkpointer:
         self._dir(t).mkdir(parents=True, exist_ok=True)
         write_pairs(self._dir(t) / "pairs.parquet", data)
 
-    def load_policy(self, t: int) -> Policy:
+    def load_policy(self, t: int, base: Policy | None = None) -> Policy:
+        """Round ``t``'s policy (a LoRA adapter goes on ``base``, pi0)."""
         folder = self._dir(t) / "policy"
         verify_manifest(folder, self._hint(t))
-        return load_policy(folder)
+        return load_policy(folder, base=base)
 
     def complete(self, t: int, policy: Policy, **state: Any) -> None:
-        """Save round ``t``'s policy, then record it (and ``state``) as completed."""
+        """Save round ``t``'s policy, record it (and ``state``) as completed, then delete the
+        policy of the round before (a resume needs the last one only)."""
+        import shutil
+
         folder = self._dir(t) / "policy"
         policy.save(folder)
         write_manifest(folder)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.folder / "state.json", {"completed": t + 1, **state})
+        write_json(self.folder / "state.json", {"completed": t + 1, "policy_bytes": size,
+                                                **state})
+        for old in range(t):
+            shutil.rmtree(self._dir(old) / "policy", ignore_errors=True)
 
     @classmethod
     def for_resume(cls, folder: str | Path) -> Checkpointer:

@@ -230,7 +230,7 @@ class Agent:
                 self.data.add(pairs)
         if done:
             self.global_step = int(state.get("global_step", 0))
-            self.policy = ckpt.load_policy(done - 1)
+            self.policy = ckpt.load_policy(done - 1, base=self.instance.reference)
             self.load_state(state.get("agent_state", {}))
         return done
 
@@ -261,6 +261,6 @@ class Agent:
         meta = json.loads((path / "agent.json").read_text())
         agent_cls = AGENTS.get(meta["agent"], cls)
         agent = agent_cls(env, **meta["config"])
-        agent.policy = load_policy(path / "policy")
+        agent.policy = load_policy(path / "policy", base=agent.instance.reference)
         agent.global_step = meta.get("global_step", 0)
         return agent

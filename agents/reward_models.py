@@ -10,8 +10,12 @@ picks by the env's declared kind:
   matrix the paper's confidence bounds use.
 * ``"tabular"`` (exact envs without features): one free reward per
   (prompt, response), ridge-regularised BT.
-* ``"neural"`` (sampled envs): a tiny GPT-2 sequence-classification RM over
-  bytes, trained with the BT loss (:func:`rlhf_env.lm.tiny.train_reward_model`).
+* ``"neural"`` (sampled envs): a sequence-classification RM trained with the BT loss
+  (:func:`rlhf_env.lm.reward_model.train_bt`). Its ``backbone``: ``"policy"`` (the
+  default, as TRL's reward trainer: pi0's architecture, tokenizer and weights with a
+  fresh score head, reading pi0's token ids — its chat template included — on pi0's
+  device), ``"tiny"`` (a 2-layer byte-level GPT-2 trained from scratch: the package's
+  RM before version 0.3), or a hub id / local path of a model to start from.
 
 Each is a reward function ``r(prompts, responses) -> np.ndarray``. How good the
 reward model is caps every agent built on it: its settings are a typed config
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import TypedConfig, check
+from agents.base import LoraConfig, TypedConfig, check
 from agents.data import PreferenceData
 
 __all__ = ["RewardModelConfig", "LinearBTReward", "TabularBTReward", "fit_reward_model",
@@ -41,19 +45,25 @@ class RewardModelConfig(TypedConfig):
     """The learned reward model's settings.
 
     ``kind``: auto, linear, tabular or neural (see the module docstring); ``ridge``:
-    the L2 weight of the linear and tabular fits; the neural RM: ``n_layer``,
-    ``n_embd``, ``n_positions`` (context, tokens), ``steps``, ``batch_size``,
-    ``learning_rate``.
+    the L2 weight of the linear and tabular fits; the neural RM: ``backbone`` (policy,
+    tiny, or a model id/path), ``lora`` (train a LoRA adapter and the score head instead
+    of every weight), ``max_length`` (tokens; None: the backbone's context),
+    ``steps``, ``batch_size``, ``learning_rate`` (None: 1e-3 for the tiny backbone
+    trained from scratch, 1e-4 for a pretrained one, 1e-3 with lora), and for
+    ``backbone="tiny"`` ``n_layer``, ``n_embd``, ``n_positions`` (context, tokens).
     """
 
     kind: str = "auto"
     ridge: float = 0.1
+    backbone: str = "policy"
+    lora: LoraConfig | None = None
+    max_length: int | None = None
     n_layer: int = 2
     n_embd: int = 64
     n_positions: int = 256
     steps: int = 200
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
 
     def check(self) -> None:
         check(self.kind in RM_KINDS, f"reward_model.kind must be one of {RM_KINDS}, "
@@ -62,7 +72,20 @@ class RewardModelConfig(TypedConfig):
         for name in ("n_layer", "n_embd", "n_positions", "steps", "batch_size"):
             check(getattr(self, name) >= 1, f"reward_model.{name} must be >= 1")
         check(self.n_embd % 4 == 0, "reward_model.n_embd must be a multiple of 4 (4 heads)")
-        check(self.learning_rate > 0, "reward_model.learning_rate must be > 0")
+        check(self.learning_rate is None or self.learning_rate > 0,
+              "reward_model.learning_rate must be > 0 (or None for the backbone's default)")
+        check(bool(self.backbone), "reward_model.backbone must be 'policy', 'tiny' or a model "
+                                   "id/path")
+        check(self.max_length is None or self.max_length >= 2,
+              f"reward_model.max_length must be >= 2, got {self.max_length!r}")
+        check(self.lora is None or self.backbone != "tiny",
+              "reward_model.lora needs a pretrained backbone ('policy' or a model), not 'tiny'")
+
+    def lr(self) -> float:
+        """The learning rate: as given, else the backbone's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-3 if self.backbone == "tiny" or self.lora is not None else 1e-4
 
     def resolved_kind(self, instance: Any) -> str:
         """The kind for ``instance``: ``auto`` becomes linear, tabular or neural."""
@@ -74,8 +97,21 @@ class RewardModelConfig(TypedConfig):
             check(self.kind != "linear" or instance.kind == "linear",
                   f"reward_model.kind='linear' needs an env with features; {instance.name} "
                   f"is {instance.kind}")
-            return self.kind
-        return {"linear": "linear", "exact": "tabular", "sampled": "neural"}[instance.kind]
+            kind = self.kind
+        else:
+            kind = {"linear": "linear", "exact": "tabular", "sampled": "neural"}[instance.kind]
+        if kind == "neural":
+            from rlhf_env.policies.causal_lm import CausalLMPolicy
+
+            check(self.backbone != "policy" or isinstance(instance.reference, CausalLMPolicy),
+                  f"reward_model.backbone='policy' builds the RM on pi0's causal LM; "
+                  f"{instance.name}'s pi0 is a {type(instance.reference).__name__}: set "
+                  "reward_model.backbone to 'tiny' or a model id/path")
+            if self.lora is not None:
+                from rlhf_env.lm.lora import require_peft
+
+                require_peft("reward_model.lora")
+        return kind
 
 
 class LinearBTReward:
@@ -141,18 +177,33 @@ class TabularBTReward:
         return self._table[self.catalog.prompt_ids(prompts), self.catalog.response_ids(responses)]
 
 
-def neural_reward_model(data: PreferenceData, config: RewardModelConfig, seed: int = 0) -> Any:
-    """A tiny byte-level GPT-2 RM trained with the BT loss; a
+def neural_reward_model(instance: Any, data: PreferenceData, config: RewardModelConfig,
+                        seed: int = 0) -> Any:
+    """A sequence-classification RM on ``config.backbone`` trained with the BT loss; a
     :class:`~rlhf_env.lm.reward_model.RewardModel` (``train_losses`` holds the losses)."""
-    from rlhf_env.lm.reward_model import RewardModel
+    from rlhf_env.lm.reward_model import RewardModel, train_bt
     from rlhf_env.lm.tiny import TinyLMConfig, train_reward_model
+    from rlhf_env.progress import quiet_transformers
 
-    cfg = TinyLMConfig(n_layer=config.n_layer, n_embd=config.n_embd, n_head=4,
-                       n_positions=config.n_positions, seed=seed)
-    model, tok, losses = train_reward_model(
-        data.prompts, data.chosen, data.rejected, cfg, steps=config.steps,
-        batch_size=config.batch_size, lr=config.learning_rate)
-    rm = RewardModel(model, tok)
+    if config.backbone == "tiny":
+        cfg = TinyLMConfig(n_layer=config.n_layer, n_embd=config.n_embd, n_head=4,
+                           n_positions=config.n_positions, seed=seed)
+        model, tok, losses = train_reward_model(
+            data.prompts, data.chosen, data.rejected, cfg, steps=config.steps,
+            batch_size=config.batch_size, lr=config.lr())
+        rm = RewardModel(model, tok, max_length=config.max_length)
+    else:
+        reference = instance.reference
+        with quiet_transformers():
+            if config.backbone == "policy":
+                rm = RewardModel.from_policy(reference, seed=seed, batch_size=config.batch_size,
+                                             max_length=config.max_length)
+            else:
+                rm = RewardModel(config.backbone, device=reference.device,
+                                 max_length=config.max_length, batch_size=config.batch_size)
+        losses = train_bt(rm, data.prompts, data.chosen, data.rejected, steps=config.steps,
+                          batch_size=config.batch_size, learning_rate=config.lr(), seed=seed,
+                          lora=None if config.lora is None else config.lora.settings())
     rm.train_losses = losses
     return rm
 
@@ -167,4 +218,4 @@ def fit_reward_model(instance: Any, data: PreferenceData, config: RewardModelCon
         return LinearBTReward(instance, data, ridge=config.ridge)
     if kind == "tabular":
         return TabularBTReward(instance, data, ridge=config.ridge)
-    return neural_reward_model(data, config, seed=seed)
+    return neural_reward_model(instance, data, config, seed=seed)

@@ -73,14 +73,23 @@ def distributed_context() -> Any:
 
 
 @torch.no_grad()
-def reference_log_probs(reference: Policy, data: PreferenceData, batch_size: int = 256
+def reference_log_probs(reference: Policy, data: PreferenceData, batch_size: int = 256,
+                        max_length: int | None = None, max_prompt_length: int | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi0 of every chosen and rejected response, computed once, shape ``(n,)`` each."""
+    """log pi0 of every chosen and rejected response, computed once, shape ``(n,)`` each
+    (language models: cut to ``max_length`` / ``max_prompt_length`` as the policy's pass is)."""
+    def score(prompts: list, responses: list) -> torch.Tensor:
+        if max_length is None and max_prompt_length is None or not hasattr(
+                reference, "token_log_probs"):
+            return reference.log_prob(prompts, responses)
+        return reference.token_log_probs(prompts, responses, max_length=max_length,
+                                         max_prompt_length=max_prompt_length)[0]
+
     out_c, out_r = [], []
     for i in range(0, len(data), batch_size):
         sl = slice(i, i + batch_size)
-        out_c.append(reference.log_prob(data.prompts[sl], data.chosen[sl]).detach().double().cpu())
-        out_r.append(reference.log_prob(data.prompts[sl], data.rejected[sl]).detach().double().cpu())
+        out_c.append(score(data.prompts[sl], data.chosen[sl]).detach().double().cpu())
+        out_r.append(score(data.prompts[sl], data.rejected[sl]).detach().double().cpu())
     if not out_c:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     return torch.cat(out_c), torch.cat(out_r)
@@ -90,7 +99,7 @@ def accumulate_gradients(
     policy: Policy, data: PreferenceData, idx: list[int], ref_c: torch.Tensor,
     ref_r: torch.Tensor, *, beta: float, loss_type: str, label_smoothing: float,
     soft: torch.Tensor | None, micro_batch_size: int, batch_len: int, rpo_alpha: float = 0.0,
-    ipo_average: bool = True,
+    ipo_average: bool = True, max_length: int | None = None, max_prompt_length: int | None = None,
 ) -> dict[str, float]:
     """Backward the loss of pairs ``idx`` in micro-batches, each scaled by 1/``batch_len``.
 
@@ -104,8 +113,10 @@ def accumulate_gradients(
         chosen = [data.chosen[i] for i in mb]
         rejected = [data.rejected[i] for i in mb]
         if hasattr(policy, "token_log_probs"):  # language models: lengths for NLL and IPO
-            pi_c, n_c = policy.token_log_probs(prompts, chosen)
-            pi_r, n_r = policy.token_log_probs(prompts, rejected)
+            cut = {k: v for k, v in (("max_length", max_length),
+                                     ("max_prompt_length", max_prompt_length)) if v is not None}
+            pi_c, n_c = policy.token_log_probs(prompts, chosen, **cut)
+            pi_r, n_r = policy.token_log_probs(prompts, rejected, **cut)
         else:
             pi_c, pi_r = policy.log_prob(prompts, chosen), policy.log_prob(prompts, rejected)
             n_c = n_r = torch.ones_like(pi_c)
@@ -152,13 +163,17 @@ def train_preferences(
     log_prefix: str = "train/",
     progress: bool | None = None,
     accelerator: Any = None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
 ) -> TrainResult:
     """Minimise the preference loss over ``data`` for ``epochs`` passes; see the module docstring."""
     data, ties = data.without_ties()
     if len(data) == 0:
         return TrainResult(0, ties, {})
     acc = accelerator or distributed_context()
-    ref_c, ref_r = reference_log_probs(reference, data)
+    ref_c, ref_r = reference_log_probs(reference, data, max_length=max_length,
+                                       max_prompt_length=max_prompt_length)
+    cut_before = getattr(policy, "truncated", 0)
     soft = None if data.confidence is None else 1.0 - torch.tensor(data.confidence, dtype=torch.float64)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
@@ -184,7 +199,8 @@ def train_preferences(
             sums = accumulate_gradients(
                 policy, data, mine, ref_c, ref_r, beta=beta, loss_type=loss_type,
                 label_smoothing=label_smoothing, soft=soft, micro_batch_size=mbs,
-                batch_len=len(batch), rpo_alpha=rpo_alpha, ipo_average=ipo_average)
+                batch_len=len(batch), rpo_alpha=rpo_alpha, ipo_average=ipo_average,
+                max_length=max_length, max_prompt_length=max_prompt_length)
             if acc.num_processes > 1:
                 for p in params:
                     if p.grad is None:
@@ -205,6 +221,8 @@ def train_preferences(
             metrics = {k: v / len(batch) for k, v in sums.items()}
             metrics["grad_norm"] = grad_norm
             metrics["learning_rate"] = learning_rate
+            if hasattr(policy, "truncated"):  # pairs cut to fit so far in this training
+                metrics["truncated"] = float(policy.truncated - cut_before)
             if logger is not None and acc.is_main_process:
                 logger.log({log_prefix + k: v for k, v in metrics.items()}, step_offset + step)
             bar.update(1)

@@ -20,6 +20,7 @@ __all__ = [
     "QueryBudgetExceeded",
     "DataError",
     "PrivilegedAttributeError",
+    "MissingDependencyError",
     "closest",
 ]
 
@@ -65,6 +66,11 @@ class DataError(RLHFEnvError, ValueError):
 
 class PrivilegedAttributeError(RLHFEnvError, AttributeError):
     """An env was asked for what only the judge knows (the gold reward, theta*, pi*)."""
+
+
+class MissingDependencyError(RLHFEnvError, ImportError):
+    """An optional dependency (an extra such as ``[lora]`` or ``[smollm2]``) is not installed;
+    the message names the pip command that installs it."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

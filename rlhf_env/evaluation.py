@@ -23,17 +23,22 @@ and ``optimal/kl`` (pi*), and ``best_of_<n>/gold_reward`` and ``best_of_<n>/kl``
 
 On sampled (language) envs they are Monte Carlo estimates on the held-out
 prompts, each with a ``*_stderr`` (the standard error of the mean over
-prompts, samples of one prompt averaged first). ``kl`` is the sequence-level
-log-ratio log pi(y|x) - log pi0(y|x) averaged over the policy's own samples, each
-scored on exactly the tokens that were drawn (a sample cut at ``max_new_tokens``
-has no EOS; bytes that are not valid UTF-8 are not re-encoded), pi under the
-distribution it was sampled from (``temperature``, ``top_p``) and pi0 under its
-own (temperature 1, its top-p): the KL of the policy as evaluated. That needs a
-causal LM policy over pi0's tokenizer; any other policy is scored by
-``log_prob`` on the text and only at temperature 1 (other options are refused);
-``win_rate`` pairs each policy sample with a pi0 sample and averages the BT
-probability. The dict adds ``mean_length`` (characters) and best-of-n
-reference points of pi0: ``best_of_<n>/gold_reward`` (best of n pi0 samples by
+prompts, samples of one prompt averaged first). ``kl`` is the **exact per-token KL**
+along the policy's own samples: for each sample, the sum over the prefixes it drew of
+KL(pi(.|prefix) || pi0(.|prefix)), each a sum over the whole vocabulary
+(:meth:`~rlhf_env.policies.CausalLMPolicy.token_kl`). By the chain rule its expectation
+is the sequence-level KL, as that of the log-ratio log pi(y|x) - log pi0(y|x) is
+(reported too, as ``kl_log_ratio``), with a much smaller spread per sample at no extra
+sampling. Both score exactly the tokens that were drawn (a sample cut at
+``max_new_tokens`` has no stop token; bytes that are not valid UTF-8 are not
+re-encoded), pi under the distribution it was sampled from (``temperature``,
+``top_p``) and pi0 under its own (temperature 1, its top-p): the KL of the policy as
+evaluated; ``objective`` uses ``kl``. That needs a causal LM policy over pi0's
+tokenizer; any other policy is scored by ``log_prob`` on the text (``kl`` is then the
+log-ratio) and only at temperature 1 (other options are refused); ``win_rate`` pairs
+each policy sample with a pi0 sample and averages the BT probability. The dict adds
+``mean_length`` (characters), ``mean_tokens`` (response tokens drawn, the stop token
+not counted; causal LM policies) and best-of-n reference points of pi0: ``best_of_<n>/gold_reward`` (best of n pi0 samples by
 gold reward) and ``best_of_<n>/kl`` = log n - (n - 1)/n, the analytic KL of
 best-of-n sampling (Beirami et al. 2024 give it as an upper bound). With
 ``optimal_samples=n`` it adds ``optimal_objective`` (a Monte Carlo J(pi*) from n
@@ -190,6 +195,8 @@ def sampled_metrics(
         ctx, toks = [s.context_ids for s in seqs], [s.token_ids for s in seqs]
         log_ratio = (policy.sequence_log_probs(ctx, toks, temperature=temperature, top_p=top_p)
                      - reference.sequence_log_probs(ctx, toks)).numpy()
+        kl = policy.token_kl(reference, ctx, toks, temperature=temperature, top_p=top_p).numpy()
+        n_tokens = np.array([len(s.token_ids) - s.finished for s in seqs], dtype=np.float64)
     else:
         if temperature != 1.0 or top_p is not None:
             raise InvalidArgumentError(
@@ -202,6 +209,7 @@ def sampled_metrics(
         with torch.no_grad():
             log_ratio = (policy.log_prob(flat_p, ys).double().cpu()
                          - reference.log_prob(flat_p, ys).double().cpu()).numpy()
+        kl, n_tokens = log_ratio, None
     ref_ys = [y for row in reference.sample(prompts, n=m, generator=gen) for y in row]
     r = j.gold_rewards(flat_p, ys)
     r_ref = j.gold_rewards(flat_p, ref_ys)
@@ -211,13 +219,12 @@ def sampled_metrics(
         return np.asarray(v, dtype=np.float64).reshape(p, m).mean(axis=1)
 
     out: dict[str, float] = {}
-    for key, values in (
-        ("gold_reward", r),
-        ("kl", log_ratio),
-        ("objective", r - inst.eta * log_ratio),
-        ("win_rate", win),
-        ("mean_length", np.array([len(y) for y in ys], dtype=np.float64)),
-    ):
+    series = [("gold_reward", r), ("kl", kl), ("kl_log_ratio", log_ratio),
+              ("objective", r - inst.eta * kl), ("win_rate", win),
+              ("mean_length", np.array([len(y) for y in ys], dtype=np.float64))]
+    if n_tokens is not None:
+        series.append(("mean_tokens", n_tokens))
+    for key, values in series:
         out[key], out[f"{key}_stderr"] = _mean_stderr(per_prompt(values))
     if best_of_n:
         n_max = max(best_of_n)

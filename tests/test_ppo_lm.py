@@ -147,7 +147,7 @@ def test_config_defaults_follow_the_kind_of_env(tiny_env):
         agents.make("ppo", fresh)
     with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="critic"):
         agents.make("ppo", tiny_env, critic="separate")
-    assert lm.config.rollout == "cached"
+    assert lm.config.rollout == "auto" and lm.rollout == "cached"  # GPT-2: a plain cache
     # an env of its own: the session's tiny_env may have spent queries in other tests
     unspent = rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=64,
                             n_eval_prompts=16, n_offline=32)

@@ -28,7 +28,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from agents.algorithms.best_of_n import ReferencePairs, query_reference_pairs
-from agents.base import AgentConfig, check, register_agent
+from agents.base import AgentConfig, LoraConfig, check, check_language_only, register_agent
 from agents.data import PreferenceData
 from agents.loop import Agent
 from agents.losses import LOSS_TYPES
@@ -41,16 +41,23 @@ __all__ = ["DPOConfig", "OfflineDPOConfig", "DPOAgent", "DPOPi0Agent", "Preferen
 PARAMETRIZATIONS = ("auto", "loglinear", "tabular")
 
 
-def init_policy(instance: Any, parametrization: str = "auto") -> Policy:
+def init_policy(instance: Any, parametrization: str = "auto", *, lora: Any = None,
+                gradient_checkpointing: bool = False, seed: int = 0) -> Policy:
     """A trainable policy equal to pi0.
 
     ``"loglinear"`` (linear envs: pi ∝ pi0 exp(<w, phi>), the class that holds the Gibbs
     optimum), ``"tabular"`` (exact envs: free logits), or on sampled envs a trainable copy
-    of the reference model. ``"auto"`` picks log-linear where the env has features.
+    of the reference model: a full copy, or with ``lora`` (a :class:`~agents.base.LoraConfig`)
+    an adapter over pi0's own weights (A drawn from ``seed``); ``gradient_checkpointing``
+    recomputes activations in backward. ``"auto"`` picks log-linear where the env has
+    features.
     """
     ref = instance.reference
     if not instance.exact:
-        return ref.trainable_copy()
+        policy = ref.trainable_copy(lora=None if lora is None else lora.settings(), seed=seed)
+        if gradient_checkpointing:
+            policy.set_gradient_checkpointing(True)
+        return policy
     if parametrization == "auto":
         parametrization = "loglinear" if instance.kind == "linear" else "tabular"
     if parametrization == "loglinear":
@@ -74,6 +81,12 @@ class DPOConfig(AgentConfig):
     ``gradient_accumulation_steps`` (an optimiser step sees per_device_train_batch_size x
     gradient_accumulation_steps x processes pairs), ``max_grad_norm`` (None: no clipping),
     ``weight_decay``, ``parametrization`` (exact envs: auto, loglinear or tabular).
+
+    Language envs: ``lora`` (a :class:`~agents.base.LoraConfig`: train an adapter over pi0's
+    weights, pi0 = the adapter disabled), ``gradient_checkpointing``, ``max_length`` and
+    ``max_prompt_length`` (tokens of prompt + response and of the prompt; None: the
+    policy's; longer pairs are cut, the prompt from the left keeping its head, and counted
+    in ``train/truncated``).
     """
 
     beta: float | None = None
@@ -88,6 +101,10 @@ class DPOConfig(AgentConfig):
     max_grad_norm: float | None = 10.0
     weight_decay: float = 0.0
     parametrization: str = "auto"
+    lora: LoraConfig | None = None
+    gradient_checkpointing: bool = False
+    max_length: int | None = None
+    max_prompt_length: int | None = None
 
     ALIASES: ClassVar[dict[str, str]] = {"lr": "learning_rate", "epochs": "num_train_epochs",
                                          "batch_size": "per_device_train_batch_size"}
@@ -111,10 +128,20 @@ class DPOConfig(AgentConfig):
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check(self.parametrization in PARAMETRIZATIONS,
               f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
+        check(self.max_length is None or self.max_length >= 2,
+              f"max_length must be >= 2 (or None), got {self.max_length!r}")
+        check(self.max_prompt_length is None or (
+            self.max_prompt_length >= 1 and (self.max_length is None
+                                             or self.max_prompt_length < self.max_length)),
+              f"max_prompt_length must be >= 1 and below max_length, got "
+              f"{self.max_prompt_length!r}")
 
     def check_env(self, instance: Any) -> None:
         check(self.parametrization != "loglinear" or instance.kind == "linear",
               f"parametrization='loglinear' needs a linear env; {instance.name} is {instance.kind}")
+        check_language_only(instance, type(self).__name__, lora=self.lora,
+                            gradient_checkpointing=self.gradient_checkpointing,
+                            max_length=self.max_length, max_prompt_length=self.max_prompt_length)
 
 
 class PreferenceAgent(Agent):
@@ -135,13 +162,17 @@ class PreferenceAgent(Agent):
             gradient_accumulation_steps=c.gradient_accumulation_steps,
             learning_rate=c.learning_rate, weight_decay=c.weight_decay,
             max_grad_norm=c.max_grad_norm, seed=self.seed_for(7, seed_tag), logger=self.logger,
-            step_offset=self.global_step, log_prefix=log_prefix, progress=c.progress)
+            step_offset=self.global_step, log_prefix=log_prefix, progress=c.progress,
+            max_length=c.max_length, max_prompt_length=c.max_prompt_length)
         self.global_step += result.steps
         return result
 
     def new_policy(self) -> Policy:
         """A trainable policy equal to pi0, of the configured parametrization."""
-        return init_policy(self.instance, self.config.parametrization)
+        c = self.config
+        return init_policy(self.instance, c.parametrization, lora=c.lora,
+                           gradient_checkpointing=c.gradient_checkpointing,
+                           seed=self.seed_for(11))
 
 
 @dataclasses.dataclass

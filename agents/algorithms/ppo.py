@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.base import AgentConfig, check, register_agent
+from agents.base import AgentConfig, LoraConfig, check, check_language_only, register_agent
 from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.loop import Agent
@@ -49,7 +49,7 @@ from rlhf_env.policies import TabularPolicy
 __all__ = ["KLBanditEnv", "PPOConfig", "PPOAgent", "train_ppo_on_table", "CRITICS", "ROLLOUTS"]
 
 CRITICS = ("detached", "shared")
-ROLLOUTS = ("cached", "per_state")
+ROLLOUTS = ("auto", "cached", "per_state")
 
 
 class KLBanditEnv(gym.Env):
@@ -139,7 +139,11 @@ class PPOConfig(AgentConfig):
     forward pass per sequence, a KV cache in rollouts and one teacher-forced pass per
     segment in updates; ``"per_state"``: every state encoded from scratch, about
     ``max_new_tokens`` times the compute; the same transitions and loss, see
-    :mod:`agents.algorithms.ppo_lm`).
+    :mod:`agents.algorithms.ppo_lm`; ``"auto"``, the default: cached where the model's KV
+    cache allows it — not sliding-window caches (Mistral with ``sliding_window``, Gemma
+    2/3) — else per_state; ``"cached"`` on such a model is refused before anything is
+    paid), ``lora`` (train a LoRA adapter over pi0's weights; pi0 = the adapter disabled),
+    ``gradient_checkpointing``.
     """
 
     iterations: int = 2
@@ -161,7 +165,9 @@ class PPOConfig(AgentConfig):
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     critic: str = "detached"
-    rollout: str = "cached"
+    rollout: str = "auto"
+    lora: LoraConfig | None = None
+    gradient_checkpointing: bool = False
 
     def check(self) -> None:
         super().check()
@@ -186,6 +192,8 @@ class PPOConfig(AgentConfig):
 
     def check_env(self, instance: Any) -> None:
         self.reward_model.resolved_kind(instance)
+        check_language_only(instance, "ppo", lora=self.lora,
+                            gradient_checkpointing=self.gradient_checkpointing)
         m = self.per_round(instance)
         has_data = instance.offline_dataset is not None and len(instance.offline_dataset) > 0
         check(has_data or m > 0, "ppo fits its reward model on preference data: give the env "
@@ -207,6 +215,27 @@ class PPOAgent(Agent):
     def n_rounds(self) -> int:
         return self.config.iterations
 
+    def validate(self) -> None:
+        """On language envs, resolve ``rollout`` against pi0's KV cache before paying."""
+        c, inst = self.config, self.instance
+        self.rollout = c.rollout
+        if inst.exact:
+            return
+        from agents.algorithms.ppo_lm import cached_rollout_supported
+        from rlhf_env.policies.causal_lm import CausalLMPolicy
+
+        check(isinstance(inst.reference, CausalLMPolicy),
+              f"ppo on a language env trains a causal LM; {inst.name}'s pi0 is a "
+              f"{type(inst.reference).__name__}")
+        if c.rollout == "per_state":
+            return
+        editable = cached_rollout_supported(inst.reference)
+        check(editable or c.rollout == "auto",
+              f"rollout='cached' edits the KV cache row by row, and this model's cache "
+              f"({type(inst.reference.model).__name__}: sliding-window layers) does not allow "
+              "it: use rollout='per_state' or 'auto'")
+        self.rollout = "cached" if editable else "per_state"
+
     def setup(self) -> None:
         c, inst = self.config, self.instance
         self.m = c.per_round(inst)
@@ -219,11 +248,14 @@ class PPOAgent(Agent):
         else:
             from agents.algorithms.ppo_lm import make_lm_ppo
 
-            self.policy = inst.reference.trainable_copy()
+            self.policy = inst.reference.trainable_copy(
+                lora=None if c.lora is None else c.lora.settings(), seed=self.seed_for(11))
+            if c.gradient_checkpointing:
+                self.policy.set_gradient_checkpointing(True)
             self.model, self.token_envs = make_lm_ppo(
                 self.policy, inst.reference, list(inst.train_prompts),
                 kl_coef=inst.eta if c.kl_coef is None else c.kl_coef, config=c,
-                seed=self.seed_for(3))
+                seed=self.seed_for(3), rollout=self.rollout)
 
     def collect(self, t: int) -> PreferenceData | None:
         if not self.m:

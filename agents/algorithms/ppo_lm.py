@@ -52,7 +52,6 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-from agents.algorithms.ppo import ROLLOUTS
 from agents.algorithms.ppo_lm_cache import (
     KVCacheStepper,
     SequenceRolloutBuffer,
@@ -62,7 +61,7 @@ from agents.algorithms.ppo_lm_cache import (
 )
 
 __all__ = ["TokenEnv", "CausalLMActorCritic", "KLPenalizedPPO", "lm_inputs", "make_lm_ppo",
-           "watch_first_minibatch_ratios"]
+           "cached_rollout_supported", "watch_first_minibatch_ratios"]
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -73,30 +72,43 @@ class TokenEnv(gym.Env):
     Args:
         prompts: the prompt texts episodes start from (drawn uniformly at reset).
         tokenizer: the policy's tokenizer (its ``decode`` turns response tokens into text).
-        encode: ``text -> token ids`` as the policy encodes prompts.
-        eos_id: the token that ends a response.
+        encode: ``text -> token ids`` as the policy encodes prompts (cut to fit, keeping the
+            head: :meth:`~rlhf_env.policies.CausalLMPolicy.prompt_ids`).
+        eos_id: the token that ends a response; ``stop_ids`` all of them (default: eos_id).
         vocab_size: size of the action space.
-        max_new_tokens: response length cap (tokens, EOS included).
-        max_prompt_tokens: prompts longer than this keep their last tokens.
-        reward_fn: ``r(prompts, responses) -> array``, paid on the last token; settable.
+        max_new_tokens: response length cap (tokens, the stop token included).
+        max_prompt_tokens: prompts still longer than this keep their last tokens.
+        reward_fn: ``r(prompts, responses) -> array``; settable. Called on each episode's
+            last token, unless ``defer_scores`` is set: then finished episodes are recorded
+            in :attr:`finished` (``(step index, prompt, response)``, the step counted from
+            :meth:`start_rollout`) and scored together after the rollout
+            (:class:`KLPenalizedPPO` does), the reward of the last token being 0 until then.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, prompts: Sequence[str], tokenizer: Any, encode: Callable[[str], list[int]],
                  eos_id: int, vocab_size: int, max_new_tokens: int, max_prompt_tokens: int,
-                 reward_fn: RewardFn | None = None) -> None:
+                 reward_fn: RewardFn | None = None, stop_ids: Sequence[int] | None = None) -> None:
         self.prompts = list(prompts)
         self.tokenizer = tokenizer
         self.eos_id = int(eos_id)
+        self.stop_ids = frozenset(int(i) for i in (stop_ids or (eos_id,)))
         self.max_new_tokens = int(max_new_tokens)
         self.width = int(max_prompt_tokens) + self.max_new_tokens
         self._enc = [encode(p)[-max_prompt_tokens:] for p in self.prompts]
         self.reward_fn = reward_fn
+        self.defer_scores = False
+        self.finished: list[tuple[int, str, str]] = []
+        self._t = 0
         self.observation_space = gym.spaces.Box(-1, vocab_size - 1, shape=(self.width,),
                                                 dtype=np.int64)
         self.action_space = gym.spaces.Discrete(vocab_size)
         self._i, self._resp = 0, []
+
+    def start_rollout(self) -> None:
+        """Count steps from 0 and forget the finished episodes recorded so far."""
+        self._t, self.finished = 0, []
 
     def _obs(self) -> np.ndarray:
         seq = self._enc[self._i] + self._resp
@@ -113,15 +125,19 @@ class TokenEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = int(action)
         self._resp.append(a)
-        done = a == self.eos_id or len(self._resp) >= self.max_new_tokens
+        t, self._t = self._t, self._t + 1
+        done = a in self.stop_ids or len(self._resp) >= self.max_new_tokens
         reward, info = 0.0, {}
         if done:
-            toks = self._resp[:-1] if a == self.eos_id else self._resp
+            toks = self._resp[:-1] if a in self.stop_ids else self._resp
             text = self.tokenizer.decode(toks, skip_special_tokens=False,
                                          clean_up_tokenization_spaces=False)
-            if self.reward_fn is not None:
-                reward = float(np.asarray(self.reward_fn([self.prompts[self._i]], [text]))[0])
-            info = {"prompt": self.prompts[self._i], "response": text, "score": reward}
+            prompt = self.prompts[self._i]
+            if self.defer_scores:
+                self.finished.append((t, prompt, text))
+            elif self.reward_fn is not None:
+                reward = float(np.asarray(self.reward_fn([prompt], [text]))[0])
+            info = {"prompt": prompt, "response": text, "score": reward}
         return self._obs(), reward, done, False, info
 
 
@@ -152,14 +168,16 @@ class CausalLMActorCritic(ActorCriticPolicy):
 
     def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, *,
                  lm: nn.Module, pad_id: int, temperature: float = 1.0,
-                 critic: str = "detached", rollout: str = "cached", **kwargs: Any) -> None:
+                 critic: str = "detached", rollout: str = "cached",
+                 gradient_checkpointing: bool = False, **kwargs: Any) -> None:
         if critic not in ("detached", "shared"):
             raise ValueError(f"critic must be 'detached' or 'shared', got {critic!r}")
-        if rollout not in ROLLOUTS:
-            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout!r}")
+        if rollout not in ("cached", "per_state"):
+            raise ValueError(f"rollout must be 'cached' or 'per_state', got {rollout!r}")
         self._pending = [lm]  # a list: nn.Module forbids module attributes before __init__
         self.pad_id, self.temperature, self.critic = int(pad_id), float(temperature), critic
         self.rollout, self.stepper = rollout, None
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
@@ -173,7 +191,9 @@ class CausalLMActorCritic(ActorCriticPolicy):
 
     def set_training_mode(self, mode: bool) -> None:
         super().set_training_mode(mode)
-        self.lm.eval()  # dropout off: rollout and loss see the same distribution
+        # dropout off: rollout and loss see the same distribution (gradient checkpointing
+        # needs train mode; its model has had its dropout set to 0)
+        self.lm.train(mode and self.gradient_checkpointing)
 
     @contextlib.contextmanager
     def cached_rollout(self) -> Iterator[None]:
@@ -240,21 +260,63 @@ class KLPenalizedPPO(PPO):
     class (:class:`~agents.algorithms.ppo_lm_cache.SequenceRolloutBuffer`, minibatches of
     whole segments) and the actor's ``evaluate_actions``.
 
+    **Scores in one call.** The :class:`TokenEnv` s record their finished episodes instead
+    of scoring each as it ends (``defer_scores``); after SB3's loop every episode that
+    finished in the rollout is scored by one call of the reward model per distinct
+    ``reward_fn`` (batched inside the RM), and the score is added to the reward of the
+    episode's last token before the KL penalty and GAE.
+
     Extra arguments: ``ref_model`` (pi0's causal LM), ``kl_coef`` (eta),
     ``kl_target`` (None = fixed coefficient; else the adaptive controller's target
     KL per episode), ``kl_horizon`` (the controller's horizon in episodes),
-    ``ref_batch_size`` (states, or on the cached path segments, per pass of pi0).
+    ``ref_batch_size`` (states, or on the cached path segments, per pass of pi0),
+    ``activate_policy`` / ``activate_reference`` (called before the actor's and pi0's
+    passes: a LoRA policy and pi0 share one base model, whose adapter slot each points to
+    itself; :meth:`~rlhf_env.policies.CausalLMPolicy.activate`).
     ``kl_stats`` holds the last rollout's mean episode KL estimate, penalty and coefficient.
     """
 
     def __init__(self, *args: Any, ref_model: nn.Module, kl_coef: float,
                  kl_target: float | None = None, kl_horizon: int = 10000,
-                 ref_batch_size: int = 64, **kwargs: Any) -> None:
+                 ref_batch_size: int = 64, activate_policy: Callable[[], None] | None = None,
+                 activate_reference: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        self.activate_policy = activate_policy or (lambda: None)
+        self.activate_reference = activate_reference or (lambda: None)
+        self.activate_policy()  # the optimiser SB3 builds takes the slot's current tensors
         super().__init__(*args, **kwargs)
         self.ref_model, self.kl_coef = ref_model, float(kl_coef)
         self.kl_target, self.kl_horizon = kl_target, int(kl_horizon)
         self.ref_batch_size = int(ref_batch_size)
         self.kl_stats: dict[str, float] = {}
+        self.score_calls = 0  # reward-model calls made, for the record
+        for e in self.token_envs:
+            e.defer_scores = True
+
+    @property
+    def token_envs(self) -> list[TokenEnv]:
+        """The :class:`TokenEnv` s behind SB3's vector env (DummyVecEnv)."""
+        return [e for e in getattr(self.env, "envs", []) if isinstance(e, TokenEnv)]
+
+    def add_scores(self, buf: Any) -> int:
+        """Score every episode that finished in the rollout (one RM call per distinct
+        ``reward_fn``) and add each score to its last token's reward; returns how many."""
+        groups: dict[int, tuple[Any, list[tuple[int, int, str, str]]]] = {}
+        for k, e in enumerate(self.token_envs):
+            if e.reward_fn is None:
+                continue
+            groups.setdefault(id(e.reward_fn), (e.reward_fn, []))[1].extend(
+                (t, k, p, r) for t, p, r in e.finished)
+        n = 0
+        for fn, items in groups.values():
+            if not items:
+                continue
+            scores = np.asarray(fn([p for _, _, p, _ in items], [r for _, _, _, r in items]),
+                                dtype=np.float64)
+            self.score_calls += 1
+            for (t, k, _, _), score in zip(items, scores):
+                buf.rewards[t, k] += score
+            n += len(items)
+        return n
 
     @torch.no_grad()
     def reference_log_probs(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -264,6 +326,7 @@ class KLPenalizedPPO(PPO):
         the per-state path; on the cached path one teacher-forced pass per segment.
         """
         steps, envs, width = observations.shape
+        self.activate_reference()
         cached = self.policy.rollout == "cached"
         if cached:  # env-major, so that each env's segments are runs of consecutive rows
             observations, actions = observations.swapaxes(0, 1), actions.swapaxes(0, 1)
@@ -284,6 +347,7 @@ class KLPenalizedPPO(PPO):
             lp = torch.log_softmax(logits.float() / self.policy.temperature, -1)
             out.append(lp.gather(-1, acts[lo:hi, None])[:, 0])
         lp = torch.cat(out).cpu().numpy()
+        self.activate_policy()
         return lp.reshape(envs, steps).T if cached else lp.reshape(steps, envs)
 
     def apply_kl_penalty(self, buf: Any) -> dict[str, float]:
@@ -309,38 +373,68 @@ class KLPenalizedPPO(PPO):
 
     def collect_rollouts(self, env: Any, callback: Any, rollout_buffer: Any,
                          n_rollout_steps: int) -> bool:
+        self.activate_policy()
+        for e in self.token_envs:
+            e.start_rollout()
         with self.policy.cached_rollout():
             if not super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps):
                 return False
+            self.add_scores(rollout_buffer)
             self.apply_kl_penalty(rollout_buffer)
         return True
 
+    def train(self) -> None:
+        self.activate_policy()
+        super().train()
+
+
+def cached_rollout_supported(policy: Any) -> bool:
+    """Whether the cached rollout can edit this policy's KV cache (a plain
+    ``DynamicCache``; not sliding-window caches), probed with one two-token forward pass."""
+    from agents.algorithms.ppo_lm_cache import cache_is_editable
+
+    policy.activate()
+    ids = torch.tensor([[policy.bos_id, policy.bos_id]], device=policy.device)
+    with torch.no_grad():
+        out = policy.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+    return cache_is_editable(getattr(out, "cache", None) or out.past_key_values)
+
 
 def make_lm_ppo(policy: Any, ref: Any, prompts: Sequence[str], *, kl_coef: float,
-                config: Any, seed: int) -> tuple[Any, list[TokenEnv]]:
-    """SB3 PPO over ``policy`` (a trainable :class:`CausalLMPolicy`, trained in place).
+                config: Any, seed: int, rollout: str | None = None) -> tuple[Any, list[TokenEnv]]:
+    """SB3 PPO over ``policy`` (a trainable :class:`CausalLMPolicy`, trained in place; a LoRA
+    policy trains its adapter, pi0 being the same base with the adapter disabled).
 
+    ``rollout`` (default ``config.rollout``): ``"auto"`` takes ``"cached"`` where the model's
+    KV cache allows it (:func:`cached_rollout_supported`), else ``"per_state"``.
     Returns the model and its envs (set each env's ``reward_fn`` before ``learn``).
     """
     c = config
+    rollout = c.rollout if rollout is None else rollout
+    if rollout == "auto":
+        rollout = "cached" if cached_rollout_supported(policy) else "per_state"
     vocab = policy.model.get_output_embeddings().weight.shape[0]
-    envs = [TokenEnv(prompts, policy.tokenizer, lambda t: policy.encode(t) or [policy.bos_id],
+    envs = [TokenEnv(prompts, policy.tokenizer,
+                     lambda t: policy.prompt_ids(t, c.max_prompt_tokens),
                      policy.eos_id, vocab, c.max_new_tokens or policy.max_new_tokens,
-                     c.max_prompt_tokens) for _ in range(c.n_envs)]
+                     c.max_prompt_tokens, stop_ids=policy.stop_ids) for _ in range(c.n_envs)]
     venv = DummyVecEnv([(lambda e=e: e) for e in envs])
     venv.seed(seed)
     lr = c.learning_rate
     schedule = (lambda progress: lr * progress) if c.linear_decay else lr  # noqa: E731
     model = KLPenalizedPPO(
         CausalLMActorCritic, venv, learning_rate=schedule, n_steps=c.n_steps,
-        rollout_buffer_class=SequenceRolloutBuffer if c.rollout == "cached" else None,
+        rollout_buffer_class=SequenceRolloutBuffer if rollout == "cached" else None,
         batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=1.0, gae_lambda=c.gae_lambda,
         clip_range=c.clip_range, ent_coef=0.0, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
         normalize_advantage=True, seed=seed, device=policy.device,
         policy_kwargs={"lm": policy.model, "pad_id": policy.pad_id,
                        "temperature": c.temperature, "critic": c.critic,
-                       "rollout": c.rollout},
-        ref_model=ref.model, kl_coef=kl_coef, kl_target=c.kl_target)
+                       "rollout": rollout,
+                       "gradient_checkpointing": getattr(policy, "gradient_checkpointing", False)},
+        ref_model=ref.model, kl_coef=kl_coef, kl_target=c.kl_target,
+        activate_policy=getattr(policy, "activate", None),
+        activate_reference=getattr(ref, "activate", None))
     return model, envs
 
 

@@ -36,7 +36,8 @@ from torch import nn
 
 from rlhf_env.errors import InvalidArgumentError
 
-__all__ = ["lm_inputs", "prefix_runs", "run_outputs", "KVCacheStepper", "SequenceRolloutBuffer"]
+__all__ = ["lm_inputs", "prefix_runs", "run_outputs", "KVCacheStepper", "SequenceRolloutBuffer",
+           "cache_is_editable"]
 
 
 def lm_inputs(obs: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,6 +96,15 @@ def run_outputs(lm: nn.Module, obs: torch.Tensor, actions: torch.Tensor, pad_id:
     logits = out.logits[run, out.logits.shape[1] - 1 - back]  # (b, V)
     hidden = out.hidden_states[-1][run, ids.shape[1] - 1 - back]  # (b, H)
     return logits, hidden
+
+
+def cache_is_editable(cache: Any) -> bool:
+    """Whether :class:`KVCacheStepper` can edit ``cache`` (a plain ``DynamicCache``)."""
+    try:
+        _layers(cache)
+    except InvalidArgumentError:
+        return False
+    return True
 
 
 def _layers(cache: Any) -> list[Any]:

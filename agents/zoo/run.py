@@ -412,7 +412,7 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
     check_eval_options(cfg.env_id, eval_options)
     cfg.eval = {**cfg.eval, **eval_options}
     env = _make(cfg)
-    metrics = _evaluate(load_policy(folder / "policy"), env, cfg)
+    metrics = _evaluate(load_policy(folder / "policy", base=env.unwrapped.reference), env, cfg)
     old = read_eval(folder) or {}
     keep = {k: old[k] for k in ("queries_used", "query_budget", "queries_replayed", "wall_s",
                                 "sessions", "env_id", "agent", "seed", "oracle", "labels",

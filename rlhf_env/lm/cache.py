@@ -4,7 +4,9 @@ Entries live under ``$RLHF_ENV_CACHE`` (default ``~/.cache/rlhf_env``), one
 folder per ``<kind>/<key>``, where the key hashes the build config and the
 data. A folder is complete once it holds ``DONE``; builds write to a
 temporary folder and rename it into place, so an interrupted build leaves no
-half-written entry.
+half-written entry. A build holds a file lock (``<key>.lock``) while it runs: a second
+process that wants the same entry waits for it and reuses the result instead of
+building it again.
 """
 
 from __future__ import annotations
@@ -44,10 +46,32 @@ def cache_key(config: dict[str, Any], data_hash: str = "") -> str:
 
 
 def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
-    """Return the folder of ``kind/key``, calling ``build(folder)`` first if it is missing."""
+    """Return the folder of ``kind/key``, calling ``build(folder)`` first if it is missing
+    (under a file lock: one process builds, the others wait and reuse its result)."""
+    from filelock import FileLock, Timeout
+
     final = cache_root() / kind / key
     if (final / "DONE").is_file():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(final) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        from rlhf_env.progress import log
+
+        log.info("another process is building %s/%s; waiting for it (lock %s)", kind, key,
+                 lock.lock_file)
+        lock.acquire()
+    try:
+        if (final / "DONE").is_file():  # built by the process we waited for
+            return final
+        return _build(final, key, build)
+    finally:
+        lock.release()
+
+
+def _build(final: Path, key: str, build: Callable[[Path], None]) -> Path:
     tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -47,16 +47,23 @@ def pretrained_kwargs(where: str, revision: str | None, allow_bin_weights: bool
 
 
 def load_causal_lm(name_or_path: str | Path, *, revision: str | None = None,
-                   allow_bin_weights: bool = False, **kwargs: Any) -> tuple[Any, Any]:
+                   allow_bin_weights: bool = False, dtype: str | torch.dtype | None = None,
+                   device_map: Any = None, **kwargs: Any) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a hub id or a local folder, with clear errors.
 
     Weights load from safetensors only unless ``allow_bin_weights=True`` (see
-    :func:`pretrained_kwargs`); ``revision`` pins a hub revision.
+    :func:`pretrained_kwargs`); ``revision`` pins a hub revision; ``dtype`` (a name or a
+    torch dtype; default float32) and ``device_map`` (e.g. ``"auto"``) go to
+    ``from_pretrained``, so a large model is loaded in its final precision and place
+    rather than in float32 on the CPU first.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     where = str(name_or_path)
     opts = pretrained_kwargs(where, revision, allow_bin_weights)
+    kwargs["dtype"] = resolve_dtype(dtype) or torch.float32
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     rev = {k: v for k, v in opts.items() if k == "revision"}
     try:
         archs = getattr(AutoConfig.from_pretrained(where, **rev), "architectures", None) or []

@@ -119,6 +119,8 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
 
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    # Kept by hand (not transformers' cosine schedule, whose first step has lr 0): the
+    # cached tiny pi0s and the published TinyInstruct figures were trained with this one.
     if step < warmup:
         return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
@@ -190,34 +192,15 @@ def train_reward_model(
     """
     from transformers import GPT2ForSequenceClassification
 
-    from rlhf_env.lm.reward_model import RewardModel
+    from rlhf_env.lm.reward_model import RewardModel, train_bt
 
     tokenizer = byte_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = GPT2ForSequenceClassification(_gpt2_config(cfg, num_labels=1))
     rm = RewardModel(model, tokenizer, batch_size=2 * batch_size)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    bar = tqdm(total=steps, desc="reward model", disable=None if progress is None else not progress,
-               leave=False)
-    for step, idx in enumerate(_batches(len(prompts), min(batch_size, len(prompts)), steps, gen)):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, warmup=max(1, steps // 20))
-        ps = [prompts[i] for i in idx]
-        r = rm.score_tensor(ps + ps, [chosen[i] for i in idx] + [rejected[i] for i in idx])
-        margin = r[: len(idx)] - r[len(idx) :]
-        loss = -torch.nn.functional.logsigmoid(margin).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        bar.update(1)
-    bar.close()
-    model.eval()
+    losses = train_bt(rm, prompts, chosen, rejected, steps=steps, batch_size=batch_size,
+                      learning_rate=lr, seed=cfg.seed, progress=progress)
     return model, tokenizer, losses
 
 
@@ -255,7 +238,7 @@ def cached_reward_model(
     **train_kwargs: Any,
 ) -> Path:
     """Build (or reuse) a tiny BT reward model; returns its cache folder (a HF model folder)."""
-    key = cache_key({"cfg": asdict(cfg), "rm": train_kwargs},
+    key = cache_key({"cfg": asdict(cfg), "rm": train_kwargs, "trainer": "train_bt"},
                     hash_texts([*prompts, "\x00", *chosen, "\x00", *rejected]))
 
     def build(folder: Path) -> None:

@@ -111,8 +111,10 @@ class Policy(torch.nn.Module, ABC):
         return policy
 
     @classmethod
-    def load_folder(cls, path: Path, config: dict[str, Any]) -> Policy:
-        """Rebuild from a folder written by :meth:`save` (overridden by LM policies)."""
+    def load_folder(cls, path: Path, config: dict[str, Any], base: Policy | None = None
+                    ) -> Policy:
+        """Rebuild from a folder written by :meth:`save` (overridden by LM policies, whose
+        LoRA adapters load onto ``base``)."""
         return cls.from_config(config, load_file(str(path / WEIGHTS_NAME)))
 
     def load_weights(self, path: str | Path) -> Policy:
@@ -121,8 +123,11 @@ class Policy(torch.nn.Module, ABC):
         return self
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Load any registered policy class from a folder written by :meth:`Policy.save`."""
+def load_policy(path: str | Path, *, base: Policy | None = None) -> Policy:
+    """Load any registered policy class from a folder written by :meth:`Policy.save`.
+
+    ``base``: the policy a saved LoRA adapter goes on (its weights are shared, not copied);
+    without it an adapter loads its base from the source recorded when it was saved."""
     path = Path(path)
     meta_file = path / CONFIG_NAME
     if not meta_file.is_file():
@@ -142,7 +147,7 @@ def load_policy(path: str | Path) -> Policy:
     if not isinstance(config, dict):
         raise DataError(f"{meta_file}: 'config' must be a mapping, got {config!r:.80}")
     try:
-        return _POLICY_CLASSES[name].load_folder(path, config)
+        return _POLICY_CLASSES[name].load_folder(path, config, base=base)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - safetensors, transformers, torch: one clear error

@@ -103,11 +103,12 @@ class SampledBestOfN(Policy):
         return path
 
     @classmethod
-    def load_folder(cls, path: Path, config: dict[str, Any]) -> SampledBestOfN:
+    def load_folder(cls, path: Path, config: dict[str, Any], base: Policy | None = None
+                    ) -> SampledBestOfN:
         from rlhf_env.lm.reward_model import RewardModel
 
-        return cls(load_policy(path / "base"), RewardModel(str(path / "reward_model")),
-                   int(config["n"]))
+        return cls(load_policy(path / "base", base=base),
+                   RewardModel(str(path / "reward_model")), int(config["n"]))
 
 
 def best_of_n_policy(reference: Policy, reward_fn: Any, n: int) -> Policy:

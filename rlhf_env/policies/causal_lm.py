@@ -1,27 +1,39 @@
 """A policy over any Hugging Face causal language model.
 
-pi(response | prompt) is the model's probability of the response's tokens
-followed by one EOS. Pitfalls handled here (see DESIGN.md):
+pi(response | prompt) is the model's probability of the response's tokens followed by
+the token that ends a response (see :mod:`rlhf_env.lm.chat`: the chat template's end of
+turn, else EOS). Pitfalls handled here (see DESIGN.md):
 
-* the prompt/response token boundary: the prompt and prompt+response are
-  tokenized, and the response's tokens are what follows their common prefix,
-  so a response whose first characters merge with the prompt's last token is
-  scored on the merged token;
+* **prompts as the model was trained to read them**: a string or a list of chat
+  messages; the tokenizer's chat template is applied (with the generation prompt) when
+  it has one, unless ``chat_template=False``;
+* **stop tokens**: sampling stops at any id of the model's
+  ``generation_config.eos_token_id``, the tokenizer's EOS and the template's turn end;
+* the prompt/response token boundary: the prompt and prompt+response are tokenized,
+  and the response's tokens are what follows their common prefix;
 * masks come from lengths, never from ``token == pad_id`` (pad may equal EOS);
-* exactly one EOS ends every scored response; sampling stops at the first;
-* left padding for generation, with position ids counted from the first real
-  token; the prompt is encoded once and its cache repeated for ``n`` samples;
-* frozen copies are in eval mode and cache their log-probs per (prompt,
-  response), so reference log-probs over a dataset are computed once.
+* **truncation keeps the head**: a prompt cut from the left keeps its BOS and the
+  template's opening (``max_prompt_length``; counted in :attr:`CausalLMPolicy.truncated`);
+* **dropout off** in every pass compared with pi0 (trainable copies drop it, and the model
+  stays in eval mode while it trains unless gradient checkpointing needs train mode);
+* left padding with position ids counted from the first real token; the prompt is
+  encoded once and its cache repeated for ``n`` samples; scoring asks the model for the
+  logits of the response positions only (``logits_to_keep``) and takes log-softmaxes in
+  float32 chunks of rows, never the whole batch's float32 logits at once;
+* frozen policies cache their log-probs per (prompt, response), so reference log-probs
+  over a dataset are computed once;
+* **LoRA** (``trainable_copy(lora=...)``, peft): the adapter policy shares pi0's weights
+  (one copy in memory; :mod:`rlhf_env.lm.lora`), and pi0 is the same model with the
+  adapter disabled.
 
-``log_prob(prompt, response)`` is the probability of a *complete* response (its
-text re-encoded, then EOS). A sample is not always that: one cut at
-``max_new_tokens`` drew no EOS, and one whose bytes are not valid UTF-8 decodes to
-text (with U+FFFD) that re-encodes to other tokens. For estimates over samples
-(the Monte Carlo KL) use :meth:`CausalLMPolicy.sample_sequences`, which keeps
-the tokens drawn, and :meth:`CausalLMPolicy.sequence_log_probs`, which scores
-exactly those tokens under the distribution they were drawn from (temperature,
-top-p).
+``log_prob(prompt, response)`` is the probability of a *complete* response (its text
+re-encoded, then the terminator). A sample is not always that: one cut at
+``max_new_tokens`` drew no stop token, one that stopped on another stop id than the
+terminator ended differently, and one whose bytes are not valid UTF-8 decodes to text
+(with U+FFFD) that re-encodes to other tokens. For estimates over samples use
+:meth:`CausalLMPolicy.sample_sequences`, which keeps the tokens drawn, and
+:meth:`CausalLMPolicy.sequence_log_probs` / :meth:`CausalLMPolicy.token_kl`, which score
+exactly those tokens under the distribution they were drawn from (temperature, top-p).
 
 Sampling draws only from the ``torch.Generator`` it is given.
 """
@@ -31,13 +43,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rlhf_env.errors import DataError, InvalidArgumentError
+from rlhf_env.lm.chat import Prompt, PromptEncoder, model_stop_ids, prompt_key
 from rlhf_env.lm.loading import (  # noqa: F401  (re-exported: their home before the split)
     load_causal_lm,
     pretrained_kwargs,
@@ -48,7 +63,11 @@ from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
 from rlhf_env.progress import log
 
 __all__ = ["CausalLMPolicy", "SampledSequence", "nucleus_mask", "nucleus_log_probs",
-           "load_causal_lm", "pretrained_kwargs", "resolve_device", "resolve_dtype"]
+           "disable_dropout", "load_causal_lm", "pretrained_kwargs", "resolve_device",
+           "resolve_dtype"]
+
+# rows of float32 (tokens, vocab) log-softmax computed at once: 2**24 floats = 64 MB
+_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +75,11 @@ class SampledSequence:
     """One sampled response, with the tokens that were drawn.
 
     Attributes:
-        text: the decoded response (EOS not included).
+        text: the decoded response (the stop token not included).
         context_ids: the prompt's tokens as the sampler fed them to the model.
-        token_ids: the response tokens drawn, in order; ends with EOS iff ``finished``.
-        finished: whether EOS was drawn (False: cut at ``max_new_tokens``).
+        token_ids: the response tokens drawn, in order; ends with the stop token drawn iff
+            ``finished``.
+        finished: whether a stop token was drawn (False: cut at ``max_new_tokens``).
     """
 
     text: str
@@ -92,6 +112,33 @@ def nucleus_log_probs(logits: torch.Tensor, temperature: float, top_p: float) ->
     return torch.log(kept / kept.sum(-1, keepdim=True))
 
 
+_DROPOUT_ATTRS = ("dropout", "attention_dropout", "attn_dropout", "hidden_dropout",
+                  "activation_dropout", "resid_dropout", "embd_dropout", "dropout_p",
+                  "attn_pdrop", "resid_pdrop", "embd_pdrop", "summary_first_dropout")
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout of ``model`` to 0, in place; returns it.
+
+    ``nn.Dropout`` modules get ``p = 0`` (as TRL's ``disable_dropout_in_model``), and the
+    float rates that attention code applies functionally (OPT's ``self.dropout``,
+    ``attention_dropout``, ...) are zeroed on the modules and in the config, so a model in
+    train mode (gradient checkpointing) computes what it computes in eval mode.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in _DROPOUT_ATTRS:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    cfg = getattr(model, "config", None)
+    for name in dir(cfg) if cfg is not None else ():
+        if ("dropout" in name or name.endswith("pdrop")) and isinstance(
+                getattr(cfg, name, None), float):
+            setattr(cfg, name, 0.0)
+    return model
+
+
 @register_policy_class
 class CausalLMPolicy(Policy):
     """A :class:`Policy` over a ``transformers`` causal LM and its tokenizer.
@@ -100,13 +147,24 @@ class CausalLMPolicy(Policy):
         model: a causal LM (``PreTrainedModel``), a hub id or a local path.
         tokenizer: its tokenizer (loaded with the model when ``model`` is a name).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (default: the model's).
-        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
-        max_new_tokens: default cap on sampled response length (tokens, EOS excluded).
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (passed to
+            ``from_pretrained`` when ``model`` is a name).
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"``; accelerate places it).
+        max_new_tokens: default cap on sampled response length (tokens, stop excluded).
         top_p: default nucleus sampling threshold (1.0 = off).
         batch_size: sequences per forward pass in :meth:`log_prob` and :meth:`sample`.
         max_length: context length in tokens (default: the model's).
+        max_prompt_length: prompts longer than this (tokens) are cut from the left,
+            keeping their head (default: ``max_length - max_new_tokens`` when sampling;
+            when scoring, as much as fits beside the response).
+        chat_template: None (use the tokenizer's chat template when it has one), True
+            (require one) or False (raw text: base models).
+        gradient_checkpointing: recompute activations in backward (less memory, about a
+            third more compute).
         revision: the hub revision to load (a model given by name).
         allow_bin_weights: also load ``.bin`` (pickle) weights; safetensors only otherwise.
+        source: where the weights come from (a path or hub id; set when ``model`` is a
+            name), recorded in saved adapters so that they find their base.
     """
 
     def __init__(
@@ -116,49 +174,148 @@ class CausalLMPolicy(Policy):
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        device_map: Any = None,
         max_new_tokens: int = 64,
         top_p: float = 1.0,
         batch_size: int = 32,
         max_length: int | None = None,
+        max_prompt_length: int | None = None,
+        chat_template: bool | None = None,
+        gradient_checkpointing: bool = False,
         revision: str | None = None,
         allow_bin_weights: bool = False,
+        source: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
+            source = source or str(model)
             model, loaded_tok = load_causal_lm(model, revision=revision,
-                                               allow_bin_weights=allow_bin_weights)
+                                               allow_bin_weights=allow_bin_weights,
+                                               dtype=dtype, device_map=device_map)
             tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
             raise InvalidArgumentError("CausalLMPolicy needs the model's tokenizer")
         if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
             raise DataError(f"{type(model).__name__} is not a causal LM (it has no LM head)")
-        if tokenizer.eos_token_id is None:
-            raise InvalidArgumentError("the tokenizer has no eos_token; set one before use")
         if not 0 < top_p <= 1:
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p!r}")
-        dev = resolve_device(device) if device is not None else next(model.parameters()).device
-        model = model.to(device=dev, dtype=resolve_dtype(dtype))
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        if device_map is None:
+            dev = resolve_device(device) if device is not None else next(model.parameters()).device
+            model = model.to(device=dev, dtype=resolve_dtype(dtype))
         self.model = model
         self.tokenizer = tokenizer
-        self.eos_id = int(tokenizer.eos_token_id)
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                          else tokenizer.eos_token_id)
-        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
+        self.encoder = PromptEncoder(tokenizer, model_stop_ids(model, tokenizer),
+                                     chat_template=chat_template)
+        self.chat_template = chat_template
         self.max_new_tokens = int(max_new_tokens)
         self.top_p = float(top_p)
         self.batch_size = int(batch_size)
         cfg = model.config
         ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         self.max_length = int(max_length or ctx or 2048)
-        self.truncated = 0  # sequences truncated to fit the context, for the record
+        if max_prompt_length is not None and not 1 <= max_prompt_length < self.max_length:
+            raise InvalidArgumentError(
+                f"max_prompt_length must be in [1, max_length={self.max_length}), got "
+                f"{max_prompt_length!r}")
+        self.max_prompt_length = max_prompt_length
+        self.source = source
+        self.gradient_checkpointing = False
+        self.set_gradient_checkpointing(bool(gradient_checkpointing))
+        self.adapter: nn.ParameterDict | None = None
+        self.truncated = 0  # prompts or sequences cut to fit, for the record
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_kw = "logits_to_keep" in params
+        self._pos_kw = "position_ids" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         self._lp_cache: dict[tuple[str, str], float] = {}
+        self.train(model.training)
+
+    # -- token ids ---------------------------------------------------------------------------
+    @property
+    def eos_id(self) -> int:
+        """The token appended to a complete response when it is scored (the terminator)."""
+        return self.encoder.terminator
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Every id that ends a sampled response."""
+        return self.encoder.stop_ids
+
+    @property
+    def pad_id(self) -> int:
+        return self.encoder.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.encoder.bos_id
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """The token ids of ``prompt`` as this policy feeds it to the model (chat template
+        applied when used; not truncated)."""
+        return self.encoder.prompt_ids(prompt)
+
+    def prompt_ids(self, prompt: Prompt, limit: int | None = None) -> list[int]:
+        """:meth:`encode` cut to ``limit`` tokens (default: ``max_prompt_length``), keeping
+        the head (BOS, the template's opening); a cut is counted in ``truncated``."""
+        ids = self.encode(prompt)
+        limit = limit or self.max_prompt_length
+        if limit is None:
+            return ids
+        ids, cut = self.encoder.truncate_prompt(ids, limit)
+        self._count_truncation(int(cut), len(self.encode(prompt)), limit)
+        return ids
+
+    def _count_truncation(self, cut: int, length: int, limit: int) -> None:
+        if not cut:
+            return
+        self.truncated += cut
+        if self.truncated == 1 or self.truncated % 1000 == 0:
+            log.warning("a sequence of %d tokens exceeds the context of %d tokens; the prompt is "
+                        "cut from the left, keeping its head (then the response from the "
+                        "right). Cut so far: %d (policy.truncated)", length, limit,
+                        self.truncated)
+
+    def _split(self, prompt: Prompt, response: str, max_length: int | None = None,
+               max_prompt_length: int | None = None) -> tuple[list[int], list[int]]:
+        """Token ids of (context, response + terminator), truncated to fit."""
+        ctx, resp = self.encoder.split(prompt, response)
+        limit = min(max_length or self.max_length, self.max_length)
+        length = len(ctx) + len(resp)
+        ctx, resp, cut = self.encoder.fit(ctx, resp, max_length=limit,
+                                          max_prompt_length=max_prompt_length
+                                          or self.max_prompt_length)
+        self._count_truncation(cut, length, limit)
+        return ctx, resp
 
     # -- basics -------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
+        """This policy's parameters: the base model's and its own adapter's, never those of
+        another adapter the shared base model's LoRA slot holds at the moment."""
+        seen: set[int] = set()
+        # the slot holds this policy's own adapter tensors when it is active: skip the slot's
+        # names before removing duplicates, so that they are found under "adapter."
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate=False):
+            if ".lora_" in name or (remove_duplicate and id(p) in seen):
+                continue
+            seen.add(id(p))
+            yield name, p
+
+    def train(self, mode: bool = True) -> CausalLMPolicy:
+        """Train mode for the policy; the model itself stays in eval mode (dropout off)
+        unless gradient checkpointing, which only runs in train mode, needs it."""
+        super().train(mode)
+        if not (mode and self.gradient_checkpointing):
+            self.model.eval()
+        return self
 
     def freeze(self) -> CausalLMPolicy:
         super().freeze()
@@ -167,89 +324,227 @@ class CausalLMPolicy(Policy):
 
     @property
     def frozen(self) -> bool:
-        """No parameter takes gradients and the model is in eval mode (log-probs are cached)."""
-        return not self.model.training and not any(p.requires_grad for p in self.parameters())
+        """No parameter takes gradients and the policy is in eval mode (log-probs are cached)."""
+        return not self.training and not any(p.requires_grad for p in self.parameters())
 
-    def encode(self, text: str) -> list[int]:
-        """The token ids of ``text`` as this policy encodes prompts."""
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+    def set_gradient_checkpointing(self, on: bool = True) -> CausalLMPolicy:
+        """Recompute activations in backward instead of keeping them (transformers'
+        non-reentrant checkpointing; its layers need train mode, with dropout off)."""
+        if on:
+            disable_dropout(self.model)
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif self.gradient_checkpointing:
+            self.model.gradient_checkpointing_disable()
+        self.gradient_checkpointing = bool(on)
+        self.train(self.training)
+        return self
 
-    def _split(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
-        """Token ids of (context, response + EOS), cut at the common prefix."""
-        p_ids = self.encode(prompt)
-        f_ids = self.encode(prompt + response)
-        k = 0
-        for a, b in zip(p_ids, f_ids):
-            if a != b:
-                break
-            k += 1
-        ctx, resp = f_ids[:k], f_ids[k:] + [self.eos_id]
-        if not ctx:
-            ctx = [self.bos_id]  # the first response token needs a context
-        if len(ctx) + len(resp) > self.max_length:
-            self.truncated += 1
-            if self.truncated == 1 or self.truncated % 1000 == 0:
-                log.warning(
-                    "a prompt+response of %d tokens exceeds the context of %d; the prompt is cut "
-                    "from the left (then the response from the right). Truncated so far: %d "
-                    "(policy.truncated)", len(ctx) + len(resp), self.max_length, self.truncated)
-            keep_ctx = max(1, self.max_length - len(resp))
-            ctx = ctx[-keep_ctx:]
-            resp = resp[: self.max_length - len(ctx)]
-        return ctx, resp
+    def activate(self) -> None:
+        """Point the base model's LoRA slot at this policy's adapter (None: disabled)."""
+        from rlhf_env.lm.lora import AdapterSlot
 
-    # -- log-probs ---------------------------------------------------------------------------
-    def _forward_logits(self, ids: torch.Tensor, mask: torch.Tensor, **kw: Any) -> Any:
-        return self.model(input_ids=ids, attention_mask=mask, **kw)
+        slot = AdapterSlot.of(self.model)
+        if slot is not None:
+            slot.activate(self.adapter)
+
+    @property
+    def lora(self) -> Any:
+        """The :class:`~rlhf_env.lm.lora.LoraSettings` of this policy's adapter, or None."""
+        from rlhf_env.lm.lora import AdapterSlot
+
+        slot = AdapterSlot.of(self.model)
+        return slot.settings if slot is not None and self.adapter is not None else None
+
+    # -- copies and adapters -----------------------------------------------------------------
+    def _twin(self, model: nn.Module) -> CausalLMPolicy:
+        """A policy over ``model`` with this policy's tokenizer and settings."""
+        return CausalLMPolicy(model, self.tokenizer, source=self.source, **self.config())
+
+    def trainable_copy(self, *, lora: Any = None, seed: int = 0) -> CausalLMPolicy:
+        """A trainable policy equal to this one, dropout off.
+
+        Without ``lora`` (and for a policy without an adapter): a deep copy of the model.
+        With ``lora`` (:class:`~rlhf_env.lm.lora.LoraSettings` or a dict of its fields), or
+        when this policy is itself an adapter: a new adapter over the *same* base model
+        (A drawn from ``seed``, B = 0, so it starts equal to this policy; an adapter policy's
+        copy starts from its adapter's values), the base frozen.
+        """
+        if lora is None and self.adapter is None:
+            twin = super().trainable_copy()
+            assert isinstance(twin, CausalLMPolicy)
+            disable_dropout(twin.model)
+            return twin.train()
+        from rlhf_env.lm.lora import AdapterSlot, LoraSettings
+
+        if isinstance(lora, dict):
+            lora = LoraSettings(**lora)
+        if self.adapter is not None:
+            slot = AdapterSlot.of(self.model)
+            assert slot is not None
+            if lora is not None and lora != slot.settings:
+                raise InvalidArgumentError(
+                    f"this policy is a LoRA adapter with {slot.settings.to_dict()}; its copies "
+                    f"keep those settings, got {lora.to_dict()}")
+            weights = {k: v.detach().clone() for k, v in self.adapter.items()}
+        else:
+            slot = AdapterSlot.attach(self.model, lora)
+            weights = slot.new_weights(torch.Generator().manual_seed(int(seed)))
+        for p in self.parameters():  # the base stays pi0
+            p.requires_grad_(False)
+        disable_dropout(self.model)
+        twin = self._twin(self.model)
+        twin.adapter = nn.ParameterDict({k: nn.Parameter(v) for k, v in weights.items()})
+        return twin.train()
+
+    def copy(self, *, frozen: bool = False) -> CausalLMPolicy:
+        """A copy; an adapter policy's copy shares the base model and copies the adapter."""
+        if self.adapter is None:
+            twin = super().copy(frozen=frozen)
+            assert isinstance(twin, CausalLMPolicy)
+            return twin
+        twin = self._twin(self.model)
+        twin.adapter = nn.ParameterDict({k: nn.Parameter(v.detach().clone(),
+                                                         requires_grad=v.requires_grad)
+                                         for k, v in self.adapter.items()})
+        twin.train(self.training)
+        return twin.freeze() if frozen else twin
+
+    def base_policy(self) -> CausalLMPolicy:
+        """The base model without any adapter (pi0 for an adapter trained from pi0), as a
+        frozen policy over the same weights."""
+        twin = self._twin(self.model)
+        return twin.freeze()
+
+    def merged(self) -> CausalLMPolicy:
+        """A plain policy whose weights are the base with this adapter merged in (W + alpha/r
+        B A): what to export or hand to tools that do not know LoRA. A policy without an
+        adapter returns a frozen deep copy."""
+        if self.adapter is None:
+            return self.copy(frozen=True)
+        import copy as _copy
+
+        from rlhf_env.lm.lora import AdapterSlot
+
+        slot = AdapterSlot.of(self.model)
+        assert slot is not None
+        state = slot.merged_state_dict(self.model, self.adapter)
+        with torch.random.fork_rng(devices=[]):
+            fresh = type(self.model)(_copy.deepcopy(self.model.config))
+        fresh.load_state_dict(state, strict=True)
+        fresh.generation_config = _copy.deepcopy(self.model.generation_config)
+        fresh.to(device=self.device, dtype=next(iter(state.values())).dtype)
+        return self._twin(fresh).freeze()
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _chunks(self, pairs: list[tuple[list[int], list[int]]]) -> Iterator[list[int]]:
+        """Index chunks of ``pairs`` for one forward pass each, similar lengths together."""
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        for i in range(0, len(order), self.batch_size):
+            yield order[i : i + self.batch_size]
+
+    def _response_logits(self, chunk: list[tuple[list[int], list[int]]]
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass over left-padded ``(context, response)`` rows.
+
+        Returns ``(logits, targets, rows)``: the model's next-token logits at every response
+        position, ``(N, V)`` in the model's dtype, the response token each predicts ``(N,)``
+        and the row each belongs to ``(N,)``, N the chunk's response tokens.
+        """
+        self.activate()
+        total = [len(c) + len(r) for c, r in chunk]
+        width, resp_w = max(total), max(len(r) for _, r in chunk)
+        ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        keep = torch.zeros((len(chunk), resp_w), dtype=torch.bool)
+        for j, (c, r) in enumerate(chunk):  # left padding: every response ends at the right
+            ids[j, width - total[j]:] = torch.tensor(c + r)
+            mask[j, width - total[j]:] = 1
+            keep[j, resp_w - len(r):] = True
+        dev = self.device
+        ids, mask, keep = ids.to(dev), mask.to(dev), keep.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        kw: dict[str, Any] = {"logits_to_keep": resp_w + 1} if self._keep_kw else {}
+        if self._pos_kw:
+            kw["position_ids"] = pos
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False, **kw).logits
+        logits = logits[:, -(resp_w + 1):-1]  # (b, R, V): position t predicts token t + 1
+        targets = ids[:, width - resp_w:]
+        rows = torch.arange(len(chunk), device=dev)[:, None].expand_as(keep)
+        return logits[keep], targets[keep], rows[keep]
+
+    @staticmethod
+    def _rowwise(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        """``fn`` applied to float32 chunks of rows of ``tensors[0]`` (N, V) and the matching
+        rows of the others; recomputed in backward instead of keeping float32 copies."""
+        n, v = tensors[0].shape
+        step = max(1, _CHUNK_ELEMENTS // max(1, v))
+        out = []
+        for s in range(0, n, step):
+            part = [t[s : s + step] for t in tensors]
+            if torch.is_grad_enabled() and any(t.requires_grad for t in part):
+                out.append(checkpoint(fn, *part, use_reentrant=False))
+            else:
+                out.append(fn(*part))
+        return torch.cat(out) if out else tensors[0].new_zeros(0, dtype=torch.float32)
 
     def token_log_probs(
-        self, prompts: Sequence[str], responses: Sequence[str]
+        self, prompts: Sequence[Prompt], responses: Sequence[str], *,
+        max_length: int | None = None, max_prompt_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs (EOS included) and the response lengths in tokens.
+        """Summed response log-probs (terminator included) and the response lengths in tokens.
 
+        ``max_length`` / ``max_prompt_length`` cut the pairs (default: the policy's).
         Returns ``(logp, n_tokens)``, each of shape ``(n,)``; ``logp`` is differentiable.
         """
         if len(prompts) != len(responses):
             raise InvalidArgumentError(
-                f"log_prob got {len(prompts)} prompts and {len(responses)} responses"
-            )
-        pairs = [self._split(p, r) for p, r in zip(prompts, responses)]
-        # batch sequences of similar length together (less padding), then restore the order
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        out, lens = [], []
-        for i in range(0, len(order), self.batch_size):
-            chunk = [pairs[j] for j in order[i : i + self.batch_size]]
-            total = [len(c) + len(r) for c, r in chunk]
-            width = max(total)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            resp_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-            for j, (c, r) in enumerate(chunk):
-                ids[j, : total[j]] = torch.tensor(c + r)
-                mask[j, : total[j]] = 1
-                # token t is predicted at position t - 1; response tokens start at len(c)
-                resp_mask[j, len(c) - 1 : total[j] - 1] = True
-            ids, mask, resp_mask = ids.to(self.device), mask.to(self.device), resp_mask.to(self.device)
-            logits = self._forward_logits(ids, mask).logits[:, :-1].float()  # (b, t-1, V)
-            target = ids[:, 1:]
-            tok_lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-            out.append((tok_lp * resp_mask).sum(-1))
-            lens.append(resp_mask.sum(-1))
-        if not out:
-            return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long)
-        inverse = torch.argsort(torch.tensor(order, device=self.device))
-        return torch.cat(out)[inverse], torch.cat(lens)[inverse]
+                f"log_prob got {len(prompts)} prompts and {len(responses)} responses")
+        pairs = [self._split(p, r, max_length, max_prompt_length)
+                 for p, r in zip(prompts, responses)]
+        out = torch.zeros(len(pairs), device=self.device)
+        lens = torch.tensor([len(r) for _, r in pairs], dtype=torch.long, device=self.device)
+        parts = []
+        for idx in self._chunks(pairs):
+            logits, targets, rows = self._response_logits([pairs[i] for i in idx])
+            tok = self._rowwise(_gather_log_softmax, logits, targets[:, None])
+            where = torch.tensor(idx, device=self.device)[rows]
+            parts.append((where, tok))
+        if parts:
+            out = out.index_add(0, torch.cat([w for w, _ in parts]),
+                                torch.cat([t for _, t in parts]).to(out.dtype))
+        return out, lens
 
-    def log_prob(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+    def log_prob(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
         if not self.frozen:
             return self.token_log_probs(prompts, responses)[0]
-        keys = list(zip(prompts, responses))
-        missing = list(dict.fromkeys(k for k in keys if k not in self._lp_cache))
-        if missing:
+        keys = [(prompt_key(p), r) for p, r in zip(prompts, responses)]
+        todo = {k: (p, r) for k, p, r in zip(keys, prompts, responses) if k not in self._lp_cache}
+        if todo:
             with torch.no_grad():
-                lp = self.token_log_probs([k[0] for k in missing], [k[1] for k in missing])[0]
-            self._lp_cache.update(zip(missing, lp.tolist()))
+                lp = self.token_log_probs([p for p, _ in todo.values()],
+                                          [r for _, r in todo.values()])[0]
+            self._lp_cache.update(zip(todo, lp.tolist()))
         return torch.tensor([self._lp_cache[k] for k in keys], device=self.device)
+
+    def _checked_token_pairs(self, contexts: Sequence[Sequence[int]],
+                             responses: Sequence[Sequence[int]], temperature: float
+                             ) -> list[tuple[list[int], list[int]]]:
+        if len(contexts) != len(responses):
+            raise InvalidArgumentError(
+                f"got {len(contexts)} contexts and {len(responses)} responses")
+        if temperature < 0:
+            raise InvalidArgumentError(f"temperature must be >= 0, got {temperature!r}")
+        pairs = []
+        for ctx, resp in zip(contexts, responses):
+            ctx, resp = list(ctx) or [self.bos_id], list(resp)
+            if len(resp) >= self.max_length:
+                raise InvalidArgumentError(
+                    f"a response of {len(resp)} tokens does not fit the context of "
+                    f"{self.max_length} tokens")
+            ctx, _ = self.encoder.truncate_prompt(ctx, self.max_length - len(resp))
+            pairs.append((ctx, resp))
+        return pairs
 
     @torch.no_grad()
     def sequence_log_probs(
@@ -263,55 +558,71 @@ class CausalLMPolicy(Policy):
         """log q(response tokens | context tokens), summed over exactly the given tokens.
 
         q is the distribution :meth:`sample` draws each token from at ``temperature`` and
-        ``top_p`` (None: this policy's default; see :func:`nucleus_log_probs`). No EOS is
-        added and nothing is re-encoded: pass the ``context_ids`` and ``token_ids`` of
-        :meth:`sample_sequences` to score what was drawn. A context longer than the model's
-        window is cut from the left. Returns float64 ``(n,)`` (no gradient); -inf for a
-        token outside q's support.
+        ``top_p`` (None: this policy's default; see :func:`nucleus_log_probs`). No stop
+        token is added and nothing is re-encoded: pass the ``context_ids`` and ``token_ids``
+        of :meth:`sample_sequences` to score what was drawn. A context longer than the
+        model's window is cut from the left, keeping its head. Returns float64 ``(n,)`` (no
+        gradient); -inf for a token outside q's support.
         """
-        if len(contexts) != len(responses):
-            raise InvalidArgumentError(
-                f"sequence_log_probs got {len(contexts)} contexts and {len(responses)} responses")
-        if temperature < 0:
-            raise InvalidArgumentError(f"temperature must be >= 0, got {temperature!r}")
         top_p = self.top_p if top_p is None else float(top_p)
-        pairs = []
-        for ctx, resp in zip(contexts, responses):
-            ctx, resp = list(ctx) or [self.bos_id], list(resp)
-            if len(resp) >= self.max_length:
-                raise InvalidArgumentError(
-                    f"a response of {len(resp)} tokens does not fit the context of "
-                    f"{self.max_length} tokens")
-            pairs.append((ctx[-(self.max_length - len(resp)):], resp))
+        pairs = self._checked_token_pairs(contexts, responses, temperature)
         out = torch.zeros(len(pairs), dtype=torch.float64)
         was_training = self.model.training
         self.model.eval()
         try:
-            for i in range(0, len(pairs), self.batch_size):
-                chunk = pairs[i : i + self.batch_size]
-                total = [len(c) + len(r) for c, r in chunk]
-                width = max(total)
-                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                resp_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-                for j, (c, r) in enumerate(chunk):
-                    ids[j, : total[j]] = torch.tensor(c + r)
-                    mask[j, : total[j]] = 1
-                    resp_mask[j, len(c) - 1 : total[j] - 1] = True  # token t predicted at t - 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                logits = self._forward_logits(ids, mask).logits[:, :-1].float()  # (b, t-1, V)
-                lq = nucleus_log_probs(logits, temperature, top_p)
-                tok = lq.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).double().cpu()
-                tok = torch.where(resp_mask, tok, torch.zeros_like(tok))
-                out[i : i + len(chunk)] = tok.sum(-1)
+            def lq(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return nucleus_log_probs(x.float(), temperature, top_p).gather(-1, t)[:, 0]
+
+            for idx in self._chunks(pairs):
+                logits, targets, rows = self._response_logits([pairs[i] for i in idx])
+                tok = self._rowwise(lq, logits, targets[:, None]).double().cpu()
+                out.index_add_(0, torch.tensor(idx)[rows.cpu()], tok)
         finally:
             self.model.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def token_kl(
+        self,
+        reference: CausalLMPolicy,
+        contexts: Sequence[Sequence[int]],
+        responses: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+    ) -> torch.Tensor:
+        """The exact per-token KL summed along each sampled response, float64 ``(n,)``.
+
+        For a response y drawn from q (this policy at ``temperature``/``top_p``), the sum
+        over its drawn prefixes s_t of KL(q(.|s_t) || p0(.|s_t)), p0 the ``reference`` at
+        temperature 1 and its own top-p, each KL a sum over the whole vocabulary. By the
+        chain rule its expectation over y ~ q is KL(q || p0) of the response distributions
+        (responses cut at ``max_new_tokens`` included), as the log-ratio's is, with far
+        less variance. +inf where q puts mass outside p0's support.
+        """
+        top_p = self.top_p if top_p is None else float(top_p)
+        pairs = self._checked_token_pairs(contexts, responses, temperature)
+        out = torch.zeros(len(pairs), dtype=torch.float64)
+        ref_top_p = reference.top_p
+
+        def kl(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            lq = nucleus_log_probs(x.float(), temperature, top_p)
+            lp = nucleus_log_probs(y.float(), 1.0, ref_top_p)
+            q = lq.exp()
+            return torch.where(q > 0, q * (lq - lp), torch.zeros_like(q)).sum(-1)
+
+        for idx in self._chunks(pairs):
+            chunk = [pairs[i] for i in idx]
+            lq_logits, _, rows = self._response_logits(chunk)
+            lp_logits = reference._response_logits(chunk)[0]  # noqa: SLF001 - same class
+            tok = self._rowwise(kl, lq_logits, lp_logits).double().cpu()
+            out.index_add_(0, torch.tensor(idx)[rows.cpu()], tok)
         return out
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         n: int = 1,
         temperature: float = 1.0,
         *,
@@ -327,7 +638,7 @@ class CausalLMPolicy(Policy):
     @torch.no_grad()
     def sample_sequences(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         n: int = 1,
         temperature: float = 1.0,
         *,
@@ -358,21 +669,18 @@ class CausalLMPolicy(Policy):
 
     def _sample_batch(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         n: int,
         temperature: float,
         generator: torch.Generator | None,
         max_new: int,
         top_p: float,
     ) -> list[list[SampledSequence]]:
+        self.activate()
         limit = max(1, self.max_length - max_new)
-        enc = []
-        for p in prompts:
-            ids = self.encode(p) or [self.bos_id]
-            if len(ids) > limit:
-                self.truncated += 1
-                ids = ids[-limit:]
-            enc.append(ids)
+        if self.max_prompt_length is not None:
+            limit = min(limit, self.max_prompt_length)
+        enc = [self.prompt_ids(p, limit) for p in prompts]
         width = max(len(e) for e in enc)
         ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
@@ -381,7 +689,9 @@ class CausalLMPolicy(Policy):
             mask[j, width - len(e) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        kw = {"logits_to_keep": 1} if self._keep_kw else {}
+        pos_kw = (lambda p: {"position_ids": p}) if self._pos_kw else (lambda p: {})  # noqa: E731
+        out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **pos_kw(pos), **kw)
         cache = getattr(out, "cache", None) or out.past_key_values
         # encode each prompt once, then repeat its cache for the n samples
         cache.batch_repeat_interleave(n)
@@ -389,6 +699,7 @@ class CausalLMPolicy(Policy):
         mask = mask.repeat_interleave(n, dim=0)
         last_pos = pos[:, -1].repeat_interleave(n, dim=0)
         b = logits.shape[0]
+        stops = torch.tensor(self.stop_ids, device=self.device)
         tokens = torch.full((b, max_new), self.pad_id, dtype=torch.long, device=self.device)
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
         lengths = torch.full((b,), max_new, dtype=torch.long, device=self.device)
@@ -396,27 +707,26 @@ class CausalLMPolicy(Policy):
             nxt = self._next_token(logits, temperature, top_p, generator)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             tokens[:, t] = nxt
-            newly = (nxt == self.eos_id) & ~done
+            newly = torch.isin(nxt, stops) & ~done
             lengths = torch.where(newly, torch.full_like(lengths, t), lengths)
             done |= newly
             if bool(done.all()) or t == max_new - 1:
                 break
             mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], 1)
             last_pos = last_pos + 1
-            out = self.model(input_ids=nxt[:, None], attention_mask=mask,
-                             position_ids=last_pos[:, None], use_cache=True,
-                             **{self._cache_kw: cache})
+            out = self.model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True,
+                             **pos_kw(last_pos[:, None]), **{self._cache_kw: cache}, **kw)
             cache = getattr(out, "cache", None) or out.past_key_values
             logits = out.logits[:, -1].float()
         seqs = []
+        tokens, done, lengths = tokens.cpu(), done.cpu(), lengths.cpu()
         for j in range(b):
             drawn = tokens[j, : lengths[j]].tolist()
             finished = bool(done[j])
             text = self.tokenizer.decode(drawn, skip_special_tokens=False,
                                          clean_up_tokenization_spaces=False)
-            seqs.append(SampledSequence(text, tuple(enc[j // n]),
-                                        tuple(drawn + [self.eos_id] if finished else drawn),
-                                        finished))
+            end = [int(tokens[j, lengths[j]])] if finished else []
+            seqs.append(SampledSequence(text, tuple(enc[j // n]), tuple(drawn + end), finished))
         return [seqs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     @staticmethod
@@ -435,26 +745,151 @@ class CausalLMPolicy(Policy):
     # -- persistence ----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "top_p": self.top_p,
-                "batch_size": self.batch_size, "max_length": self.max_length}
+                "batch_size": self.batch_size, "max_length": self.max_length,
+                "max_prompt_length": self.max_prompt_length, "chat_template": self.chat_template,
+                "gradient_checkpointing": self.gradient_checkpointing}
 
     def save(self, path: str | Path) -> Path:
-        """Write the model (safetensors) and tokenizer under ``path/model`` plus ``policy.json``."""
+        """Write the policy into folder ``path``: ``policy.json``, and the model (safetensors)
+        and tokenizer under ``model/`` — or, for a LoRA adapter, the adapter alone under
+        ``adapter/`` (peft's format), with the base model's source in ``policy.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path / "model", safe_serialization=True)
-        self.tokenizer.save_pretrained(path / "model")
-        meta = {"class": type(self).__name__, "config": self.config()}
+        meta: dict[str, Any] = {"class": type(self).__name__, "config": self.config()}
+        if self.adapter is not None:
+            from rlhf_env.lm.lora import AdapterSlot, base_fingerprint
+
+            slot = AdapterSlot.of(self.model)
+            assert slot is not None
+            slot.save(self.adapter, path / "adapter", self.source)
+            meta["adapter"] = {"base": self.source, "lora": slot.settings.to_dict(),
+                               "base_model_type": self.model.config.model_type,
+                               "base_fingerprint": base_fingerprint(self.model)}
+        else:
+            from rlhf_env.progress import quiet_transformers
+
+            with quiet_transformers():
+                self.model.save_pretrained(path / "model", safe_serialization=True)
+                self.tokenizer.save_pretrained(path / "model")
+            meta["source"] = self.source
         (path / CONFIG_NAME).write_text(json.dumps(meta, indent=1))
         return path
 
     @classmethod
-    def load_folder(cls, path: Path, config: dict[str, Any]) -> CausalLMPolicy:
-        return cls(str(path / "model"), **config)
+    def load_folder(cls, path: Path, config: dict[str, Any], base: Policy | None = None
+                    ) -> CausalLMPolicy:
+        meta = json.loads((path / CONFIG_NAME).read_text())
+        adapter = meta.get("adapter")
+        if adapter is None:
+            from rlhf_env.progress import quiet_transformers
+
+            with quiet_transformers():
+                return cls(str(path / "model"), source=meta.get("source") or str(path / "model"),
+                           **config)
+        if base is None:
+            where = adapter.get("base")
+            if not where:
+                raise DataError(
+                    f"{path} holds a LoRA adapter whose base model was built in memory (no "
+                    "source recorded): load it with load_policy(path, base=<the base policy>)")
+            base = cls(where, **config)
+        if not isinstance(base, CausalLMPolicy):
+            raise DataError(f"the LoRA adapter in {path} needs a CausalLMPolicy base, got "
+                            f"{type(base).__name__}")
+        from rlhf_env.lm.lora import base_fingerprint
+
+        want = adapter.get("base_fingerprint")
+        if want is not None and base_fingerprint(base.model) != want:
+            raise DataError(
+                f"the LoRA adapter in {path} was trained on another base model (fingerprint "
+                f"{want}, recorded source {adapter.get('base')!r}); this base is a "
+                f"{base.model.config.model_type!r} model with fingerprint "
+                f"{base_fingerprint(base.model)}")
+        return base.with_adapter(path / "adapter")
+
+    def with_adapter(self, folder: str | Path, *, trainable: bool = False) -> CausalLMPolicy:
+        """A policy of this base model with the LoRA adapter saved in ``folder`` (ours or
+        peft's format), sharing this policy's weights; frozen unless ``trainable``."""
+        from rlhf_env.lm.lora import AdapterSlot, read_settings
+
+        folder = Path(folder)
+        settings = read_settings(folder)
+        slot = AdapterSlot.of(self.model)
+        if slot is None:
+            slot = AdapterSlot.attach(self.model, settings)
+        weights = slot.load(folder)
+        twin = self._twin(self.model)
+        twin.adapter = nn.ParameterDict({k: nn.Parameter(v, requires_grad=trainable)
+                                         for k, v in weights.items()})
+        return twin.train() if trainable else twin.freeze()
 
     def load_weights(self, path: str | Path) -> CausalLMPolicy:
-        from safetensors.torch import load_file
+        """Load the weights a :meth:`save` of the same architecture wrote into this policy.
 
-        state = load_file(str(Path(path) / "model" / "model.safetensors"))
-        self.model.load_state_dict(state, strict=False)
+        Strict: a missing, unexpected or misshapen tensor is a :class:`DataError` naming it,
+        and so is another architecture. Sharded saves and transformers' key conversions are
+        read by ``from_pretrained``. An adapter folder loads into this policy's adapter.
+        """
+        path = Path(path)
+        meta_file = path / CONFIG_NAME
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        if meta.get("adapter") is not None or (path / "adapter").is_dir():
+            if self.adapter is None:
+                raise DataError(f"{path} holds a LoRA adapter; this policy has none (use "
+                                "with_adapter or load_policy(path, base=...))")
+            from rlhf_env.lm.lora import AdapterSlot
+
+            slot = AdapterSlot.of(self.model)
+            assert slot is not None
+            loaded = slot.load(path / "adapter")
+            with torch.no_grad():
+                for k, v in loaded.items():
+                    self.adapter[k].copy_(v)
+        else:
+            self._load_base_state(self._read_model_state(path / "model"), path)
         self._lp_cache.clear()
         return self
+
+    def _read_model_state(self, folder: Path) -> dict[str, torch.Tensor]:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from rlhf_env.progress import quiet_transformers
+
+        if not folder.is_dir():
+            raise DataError(f"no saved model at {folder}")
+        cfg = AutoConfig.from_pretrained(str(folder))
+        if cfg.model_type != self.model.config.model_type:
+            raise DataError(f"{folder} holds a {cfg.model_type!r} model; this policy is a "
+                            f"{self.model.config.model_type!r} model")
+        with quiet_transformers():
+            other, info = AutoModelForCausalLM.from_pretrained(
+                str(folder), use_safetensors=True, output_loading_info=True)
+        bad = {k: sorted(v) for k, v in info.items()
+               if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if bad:
+            raise DataError(f"the weights in {folder} do not match their config: "
+                            + "; ".join(f"{k.replace('_', ' ')} {v[:5]}" for k, v in bad.items()))
+        return other.state_dict()
+
+    def _load_base_state(self, state: dict[str, torch.Tensor], where: Path) -> None:
+        own = self.model.state_dict()
+        names = {k.replace(".base_layer.", "."): k for k in own if ".lora_" not in k}
+        missing, unexpected = sorted(set(names) - set(state)), sorted(set(state) - set(names))
+        if missing or unexpected:
+            raise DataError(
+                f"the weights in {where} do not fit this policy's model: missing "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+                f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        with torch.no_grad():
+            for name, value in state.items():
+                target = own[names[name]]
+                if target.shape != value.shape:
+                    raise DataError(f"the weights in {where}: {name} has shape "
+                                    f"{tuple(value.shape)}, this model needs {tuple(target.shape)}")
+                target.copy_(value.to(target.dtype))
+
+
+def _gather_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per row, in float32: ``(n, V), (n, 1) -> (n,)``."""
+    x = logits.float()
+    return x.gather(-1, targets)[:, 0] - x.logsumexp(-1)
