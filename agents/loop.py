@@ -85,14 +85,26 @@ class Agent:
     resumable: ClassVar[bool] = True
     uses_offline_data: ClassVar[bool] = True
     """Whether the agent learns from the env's offline pairs (they count as labels it used)."""
+    kinds: ClassVar[tuple[str, ...]] = ("exact", "linear", "sampled")
+    """The env kinds the agent learns on, checked from an env id's spec before the env is
+    built (:func:`check_kind`), so that a mismatch costs nothing."""
     relative_cost: ClassVar[float] = 1.0
     """A scheduling hint: a run's wall time relative to a typical agent's on the same env.
     Parallel leaderboards start the costliest runs first (so that no long run is left alone
     at the end); measured wall times of finished runs take precedence over it."""
 
+    @classmethod
+    def check_kind(cls, kind: str, env_name: str) -> None:
+        """Refuse an env of a kind this agent does not learn on (from its spec's kind)."""
+        if kind not in cls.kinds:
+            raise InvalidArgumentError(
+                f"agent {cls.name!r} learns on {' or '.join(cls.kinds)} envs; {env_name} is a "
+                f"{kind} env")
+
     def __init__(self, env: Any, **hparams: Any) -> None:
         self.env = env
         self.instance = _instance_of(env)
+        self.check_kind(self.instance.kind, self.instance.name)
         self.env_id = env_id_of(env)
         valid = [k for k in [*self.Config.field_names(), *self.Config.ALIASES]
                  if k not in RUNTIME_KEYS]

@@ -195,11 +195,24 @@ class RLHFEnv(PublicParts, gym.Env[dict, Any]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, str], dict[str, Any]]:
-        """Start an episode: draw a train prompt (or take ``options["prompt_id"]``)."""
+        """Start an episode: draw a train prompt (or take ``options["prompt_id"]``, an index
+        into the train prompts, or ``options["prompt"]``, one of them by its text)."""
+        if options is not None and (not isinstance(options, dict) or set(options) - {
+                "prompt_id", "prompt"} or len(options) > 1):
+            raise InvalidArgumentError(
+                f"reset options are {{'prompt_id': index}} or {{'prompt': text}} (one of the "
+                f"train prompts), got {short(options)}")
         self._seed_streams(seed)
         assert self._prompt_rng is not None
         n = len(self.instance.train_prompts)
         pid = self.instance.draw_prompt_ids(self._prompt_rng)
+        if options and "prompt" in options:
+            text = options["prompt"]
+            index = self.instance.train_prompt_index(text)
+            if index is None:
+                raise InvalidArgumentError(
+                    f"options['prompt'] must be one of the env's train prompts, got {short(text)}")
+            options = {"prompt_id": index}
         if options and "prompt_id" in options:
             pid = options["prompt_id"]
             if isinstance(pid, bool) or not isinstance(pid, (int, np.integer)) or not 0 <= pid < n:
@@ -240,6 +253,10 @@ class RLHFEnv(PublicParts, gym.Env[dict, Any]):
         return RLHFVectorEnv(self.instance, num_envs, spec=self.spec)
 
 
+MAX_NUM_ENVS = 1 << 16
+"""The most episodes a vector env steps at once."""
+
+
 def _pair(action: Any) -> tuple[Any, Any]:
     if isinstance(action, (str, bytes)) or not isinstance(action, (tuple, list)):
         raise InvalidActionError(
@@ -271,6 +288,10 @@ class RLHFVectorEnv(PublicParts, VectorEnv):
     def __init__(self, instance: ProblemInstance, num_envs: int, spec: Any = None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise InvalidArgumentError(f"num_envs must be a positive int, got {short(num_envs)}")
+        if num_envs > MAX_NUM_ENVS:
+            raise InvalidArgumentError(
+                f"num_envs={num_envs} is above the limit of {MAX_NUM_ENVS} episodes per step (one "
+                "oracle call labels them all); step in several batches instead")
         if not isinstance(instance, ProblemInstance):
             raise InvalidArgumentError(
                 f"RLHFVectorEnv views a ProblemInstance, got {type(instance).__name__}; "

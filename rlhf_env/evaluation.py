@@ -61,7 +61,78 @@ from rlhf_env.oracles import sigmoid
 from rlhf_env.policies import Policy
 from rlhf_env.policies.closed_forms import best_of_n_table, kl_rows, soft_value
 
-__all__ = ["evaluate", "exact_metrics", "sampled_metrics"]
+__all__ = ["evaluate", "exact_metrics", "sampled_metrics", "check_sampled_options",
+           "SAMPLED_OPTIONS"]
+
+SAMPLED_OPTIONS = ("n_prompts", "n_samples", "seed", "temperature", "top_p", "best_of_n",
+                   "optimal_samples", "per_prompt")
+"""The options :func:`sampled_metrics` takes (and the zoo's ``eval:`` entries)."""
+
+
+def check_sampled_options(options: dict[str, Any], n_available: int | None = None
+                          ) -> dict[str, Any]:
+    """``options`` of :func:`sampled_metrics` checked (written once: :func:`evaluate` and the
+    zoo's config checks call it); an unknown name, a wrong type or a value out of range is
+    an :class:`~rlhf_env.errors.InvalidArgumentError` (:class:`InvalidKwargError` for a
+    name) naming it. ``n_available``: the env's evaluation prompts, when known. Returns
+    the options normalised (``best_of_n`` a tuple)."""
+    import math
+
+    from rlhf_env.errors import InvalidKwargError, closest
+    from rlhf_env.instance import short
+
+    unknown = [k for k in options if k not in SAMPLED_OPTIONS]
+    if unknown:
+        raise InvalidKwargError(f"unknown evaluation option(s) {unknown}."
+                                f"{closest(unknown[0], SAMPLED_OPTIONS)} Valid: "
+                                f"{', '.join(SAMPLED_OPTIONS)}.")
+    out = dict(options)
+
+    def integer(name: str, value: Any, low: int, none_ok: bool = False) -> None:
+        if value is None and none_ok:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidArgumentError(
+                f"evaluation option {name} must be an int >= {low}"
+                f"{' or None' if none_ok else ''}, got {short(value)}")
+
+    def number(name: str, value: Any, low: float, high: float, low_open: bool) -> None:
+        ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
+            and math.isfinite(value) and (value > low if low_open else value >= low) \
+            and value <= high
+        if not ok:
+            raise InvalidArgumentError(
+                f"evaluation option {name} must be a number in {'(' if low_open else '['}{low}, "
+                f"{high}], got {short(value)}")
+
+    if "n_prompts" in out:
+        integer("n_prompts", out["n_prompts"], 1, none_ok=True)
+        if n_available is not None and out["n_prompts"] is not None and \
+                out["n_prompts"] > n_available:
+            raise InvalidArgumentError(
+                f"evaluation option n_prompts={out['n_prompts']} exceeds the env's "
+                f"{n_available} evaluation prompts")
+    if "n_samples" in out:
+        integer("n_samples", out["n_samples"], 1)
+    if "seed" in out:
+        integer("seed", out["seed"], 0)
+    if "optimal_samples" in out:
+        integer("optimal_samples", out["optimal_samples"], 0)
+    if "temperature" in out:
+        number("temperature", out["temperature"], 0.0, 1e3, low_open=False)
+    if out.get("top_p") is not None:
+        number("top_p", out["top_p"], 0.0, 1.0, low_open=True)
+    if "best_of_n" in out:
+        b = out["best_of_n"]
+        if isinstance(b, (str, bytes)) or not isinstance(b, (list, tuple)) or any(
+                isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in b):
+            raise InvalidArgumentError(
+                f"evaluation option best_of_n must be a list of ints >= 1, got {short(b)}")
+        out["best_of_n"] = tuple(int(n) for n in b)
+    if "per_prompt" in out and not isinstance(out["per_prompt"], bool):
+        raise InvalidArgumentError(
+            f"evaluation option per_prompt must be True or False, got {short(out['per_prompt'])}")
+    return out
 
 
 def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
@@ -83,6 +154,7 @@ def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
             raise InvalidArgumentError(
                 f"evaluation on an exact env is exact and takes no options, got {sorted(options)}")
         return exact_metrics(policy, inst, judge(inst))
+    options = check_sampled_options(options, len(inst.eval_prompts))
     return sampled_metrics(policy, inst, judge(inst), **options)
 
 
@@ -163,7 +235,8 @@ def sampled_metrics(
     top_p: float | None = None,
     best_of_n: tuple[int, ...] = (1, 4, 16),
     optimal_samples: int = 0,
-) -> dict[str, float]:
+    per_prompt: bool = False,
+) -> dict[str, Any]:
     """Monte Carlo metrics on a sampled env; see the module docstring.
 
     Args:
@@ -177,7 +250,13 @@ def sampled_metrics(
         optimal_samples: > 0 adds a Monte Carlo J(pi*) from that many pi0 samples per prompt
             (:func:`rlhf_env.optimum.optimal_objective`, a lower bound; cached on the judge),
             J(pi0) from the same samples, and ``normalized_score`` against them.
+        per_prompt: also return ``per_prompt``: ``{metric: list}``, each metric's mean over
+            one prompt's samples, prompt by prompt (in ``env.eval_prompts`` order), for
+            comparisons paired by prompt.
     """
+    check_sampled_options({"n_prompts": n_prompts, "n_samples": n_samples, "seed": seed,
+                           "temperature": temperature, "top_p": top_p, "best_of_n": best_of_n,
+                           "optimal_samples": optimal_samples}, len(inst.eval_prompts))
     prompts = list(inst.eval_prompts[:n_prompts] if n_prompts else inst.eval_prompts)
     if not prompts or n_samples < 1:
         raise InvalidArgumentError(
@@ -215,7 +294,7 @@ def sampled_metrics(
     r_ref = j.gold_rewards(flat_p, ref_ys)
     win = sigmoid(r - r_ref)
 
-    def per_prompt(v: np.ndarray) -> np.ndarray:
+    def per_prompt_means(v: np.ndarray) -> np.ndarray:
         return np.asarray(v, dtype=np.float64).reshape(p, m).mean(axis=1)
 
     out: dict[str, float] = {}
@@ -224,8 +303,11 @@ def sampled_metrics(
               ("mean_length", np.array([len(y) for y in ys], dtype=np.float64))]
     if n_tokens is not None:
         series.append(("mean_tokens", n_tokens))
+    rows: dict[str, list[float]] = {}
     for key, values in series:
-        out[key], out[f"{key}_stderr"] = _mean_stderr(per_prompt(values))
+        v = per_prompt_means(values)
+        rows[key] = v.tolist()
+        out[key], out[f"{key}_stderr"] = _mean_stderr(v)
     if best_of_n:
         n_max = max(best_of_n)
         pool = [y for row in reference.sample(prompts, n=n_max, generator=gen) for y in row]
@@ -242,4 +324,6 @@ def sampled_metrics(
         gap = star["optimal_objective"] - star["reference_objective"]
         out["normalized_score"] = (out["objective"] - star["reference_objective"]) / gap
     out["n_prompts"], out["n_samples"] = float(p), float(m)
+    if per_prompt:
+        out["per_prompt"] = rows
     return out

@@ -37,7 +37,8 @@ from rlhf_env.oracles import Labels, Oracle, OracleContext, QueryLedger, make_or
 from rlhf_env.policies import Catalog, Policy
 
 __all__ = ["KINDS", "SETTINGS", "FEEDBACK", "CommonArgs", "ProblemInstance", "check_seed",
-           "check_positive_int", "check_positive_float", "short"]
+           "check_positive_int", "check_positive_float", "short", "checked_labels",
+           "checked_scores"]
 
 KINDS = ("exact", "linear", "sampled")
 SETTINGS = ("offline", "online", "hybrid")
@@ -68,14 +69,70 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_positive_float(name: str, value: Any, allow_zero: bool = False) -> float:
-    """``value`` as a finite float > 0 (or >= 0), or :class:`InvalidArgumentError`."""
+def check_positive_float(name: str, value: Any, allow_zero: bool = False,
+                         low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a finite float > 0 (or >= 0), within ``[low, high]`` when given (where
+    the maths stays in float64's range), or :class:`InvalidArgumentError`."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or not (value >= 0 if allow_zero else value > 0):
         raise InvalidArgumentError(
             f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, "
             f"got {short(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArgumentError(
+            f"{name} must be in [{low if low is not None else 0}, {high}] (beyond it exp() of "
+            f"the rewards or logits leaves float64's range), got {short(value)}")
     return float(value)
+
+
+ETA_RANGE = (1e-4, 1e4)
+"""The KL coefficients an env accepts."""
+NORM_LIMIT = 100.0
+"""The largest parameter norm (theta*, pi0's w0) the linear envs accept."""
+
+
+def checked_labels(labels: Any, responses_1: Sequence[str], responses_2: Sequence[str],
+                   oracle: str) -> Labels:
+    """An oracle's answers to n pairs, checked before anything is charged or recorded: a
+    :class:`Labels` of n answers, each preference 0 or 1 (a tie 1 with ``tie`` set), chosen
+    and rejected the pair's two responses in the order the preference says."""
+    from rlhf_env.errors import DataError
+
+    n = len(responses_1)
+    if not isinstance(labels, Labels):
+        raise DataError(f"oracle {oracle!r} returned a {type(labels).__name__}, not Labels")
+    lens = {k: len(getattr(labels, k)) for k in ("preference", "chosen", "rejected", "tie")}
+    lens.update({f"info[{k!r}]": len(v) for k, v in labels.info.items()})
+    if set(lens.values()) != {n}:
+        raise DataError(f"oracle {oracle!r} answered {lens} for {n} pairs: every field must "
+                        f"have one entry per pair (nothing was charged)")
+    pref = np.asarray(labels.preference)
+    if not np.isin(pref, (0, 1)).all():
+        raise DataError(f"oracle {oracle!r} returned preferences {sorted(set(pref.tolist()))}; "
+                        "a preference is 1 (the first preferred, or a tie) or 0")
+    if np.asarray(labels.tie).dtype != bool:
+        raise DataError(f"oracle {oracle!r}: tie must be booleans")
+    for i, (a, b) in enumerate(zip(responses_1, responses_2)):
+        want = (a, b) if pref[i] == 1 else (b, a)
+        if (labels.chosen[i], labels.rejected[i]) != want:
+            raise DataError(f"oracle {oracle!r}, pair {i}: chosen/rejected are not the pair's "
+                            "responses in the order its preference gives")
+    return labels
+
+
+def checked_scores(scores: Any, n: int, oracle: str) -> np.ndarray:
+    """An oracle's rewards of n responses, checked: n finite floats."""
+    from rlhf_env.errors import DataError
+
+    try:
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"oracle {oracle!r} returned rewards that are not numbers: {e}") from e
+    if len(values) != n or not np.isfinite(values).all():
+        raise DataError(f"oracle {oracle!r} returned {len(values)} rewards for {n} responses"
+                        f"{'' if np.isfinite(values).all() else ', some not finite'} (nothing "
+                        "was charged)")
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +186,15 @@ class CommonArgs:
                 f"ledger must be a rlhf_env.oracles.QueryLedger, got {type(ledger).__name__}")
         else:
             ledger.bind_budget(budget)
-        return cls(setting, budget, check_positive_float("eta", eta), check_seed(seed), feedback,
-                   make_oracle(oracle), ledger)
+        eta = check_positive_float("eta", eta, low=ETA_RANGE[0], high=ETA_RANGE[1])
+        made = make_oracle(oracle)
+        if feedback == "reward" and type(made).score is Oracle.score:
+            raise InvalidArgumentError(
+                f"feedback='reward' asks the oracle for rewards, and the oracle "
+                f"{made.name!r} answers preference queries only (its noise — flips, "
+                "annotators, biases — is defined on pairs, and would be dropped): use "
+                "feedback='preference', or oracle='bt' for the gold reward itself")
+        return cls(setting, budget, eta, check_seed(seed), feedback, made, ledger)
 
     def bind_oracle(self, context: OracleContext) -> Oracle:
         """The training oracle bound to the env's gold reward (see :meth:`Oracle.bind`)."""
@@ -233,6 +297,15 @@ class ProblemInstance:
         """The prompts episodes are drawn from (uniformly)."""
         return self._train_prompts
 
+    def train_prompt_index(self, prompt: Any) -> int | None:
+        """The index of ``prompt`` among the train prompts, or None."""
+        if not isinstance(prompt, str):
+            return None
+        if self.__dict__.get("_train_index") is None:
+            self.__dict__["_train_index"] = {p: i for i, p in reversed(list(enumerate(
+                self._train_prompts)))}
+        return self.__dict__["_train_index"].get(prompt)
+
     @property
     def eval_prompts(self) -> tuple[str, ...]:
         """Held-out prompts, for the evaluation harness."""
@@ -281,6 +354,12 @@ class ProblemInstance:
             if not isinstance(r, str):
                 raise InvalidActionError(
                     f"a response must be a str, got {type(r).__name__} {short(r)}")
+            try:
+                r.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: no record could hold it
+                raise InvalidActionError(
+                    f"response {short(r)} is not valid Unicode text ({e.reason} at character "
+                    f"{e.start}): a response must encode as UTF-8") from e
             if self._catalog is not None:
                 self._catalog.response_ids([r])  # raises, naming the candidates
             elif not self.response_space.contains(r):
@@ -293,18 +372,23 @@ class ProblemInstance:
         """Check the pairs, charge ``len(prompts)`` queries and ask the oracle (one call)."""
         self.check_responses(responses_1)
         self.check_responses(responses_2)
-        return self._ledger.settle(
-            "label", prompts, (responses_1, responses_2),
-            lambda: self._oracle.label(prompts, responses_1, responses_2, rng), rng,
-            self._oracle.name)
+
+        def ask() -> Labels:
+            return checked_labels(self._oracle.label(prompts, responses_1, responses_2, rng),
+                                  responses_1, responses_2, self._oracle.name)
+
+        return self._ledger.settle("label", prompts, (responses_1, responses_2), ask, rng,
+                                   self._oracle.name)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Check the responses, charge ``len(prompts)`` queries and ask for their rewards."""
         self.check_responses(responses)
-        return self._ledger.settle(
-            "score", prompts, (responses,),
-            lambda: np.asarray(self._oracle.score(prompts, responses), dtype=np.float64),
-            None, self._oracle.name)
+
+        def ask() -> np.ndarray:
+            return checked_scores(self._oracle.score(prompts, responses), len(prompts),
+                                  self._oracle.name)
+
+        return self._ledger.settle("score", prompts, (responses,), ask, None, self._oracle.name)
 
     # -- episodes --------------------------------------------------------------------------------
     @staticmethod

@@ -210,13 +210,14 @@ def _construct(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     if "oracle" in valid:
         _oracle_from_deprecated(env_id, kwargs)
     if valid:
-        unknown = [k for k in kwargs if k not in valid]
-        if unknown:
-            hint = closest(unknown[0], valid)
-            raise InvalidKwargError(
-                f"{env_id} got unknown keyword argument(s) {unknown}.{hint} "
-                f"Valid: {', '.join(valid)}."
-            )
+        for source, given in (("the defaults registered for it", env_spec.kwargs),
+                              ("the call", kwargs)):
+            unknown = [k for k in given if k not in valid]
+            if unknown:
+                hint = closest(unknown[0], valid)
+                raise InvalidKwargError(
+                    f"{env_id} got unknown keyword argument(s) {unknown} (from {source}).{hint} "
+                    f"Valid: {', '.join(valid)}.")
     env = env_spec.load()(**{**env_spec.kwargs, **kwargs})
     instance = getattr(env, "instance", None)
     if instance is not None:

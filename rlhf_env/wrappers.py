@@ -66,14 +66,16 @@ class DiscreteBandit(gym.Env):
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict]:
         if self._prompt is None:
             raise InvalidActionError("call reset() before step(): every episode is one step")
-        if not self.action_space.contains(action):
-            try:
-                action = int(action)
-            except (TypeError, ValueError):
-                action = -1
-            if not self.action_space.contains(action):
+        if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
+            value = np.asarray(action) if not isinstance(action, (str, bytes)) else None
+            ok = (value is not None and value.size == 1 and value.dtype != bool
+                  and np.issubdtype(value.dtype, np.integer))  # an int, never a float or bool
+            if ok:
+                action = int(value.reshape(-1)[0])
+            if not ok or not self.action_space.contains(action):
                 raise InvalidActionError(
-                    f"the action is a response index in [0, {self.action_space.n}), got {action!r}")
+                    f"the action is an integer response index in [0, {self.action_space.n}), "
+                    f"got {action!r}")
         a = int(action)
         x = self._prompt
         _, reward, terminated, truncated, info = self.env.step(self.catalog.responses[a])

@@ -80,3 +80,17 @@ def smollm2_env(hh_dir):
     import rlhf_env
 
     return rlhf_env.make("HH-RLHF-v0", **SMOLLM2_KWARGS)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by an example vanish after the test (other tests list the registry)."""
+    import gymnasium as gym
+
+    from rlhf_env import registration
+
+    monkeypatch.setattr(registration, "_REGISTRY", dict(registration._REGISTRY))
+    saved = dict(gym.registry)
+    yield
+    for key in set(gym.registry) - set(saved):
+        del gym.registry[key]

@@ -30,20 +30,6 @@ def test_quickstart_offline():
     assert ex.main(ex.Args(agent="dpo", setting="offline"))["normalized_score"] > 0.3
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """Registrations made by an example vanish after the test (other tests list the registry)."""
-    import gymnasium as gym
-
-    from rlhf_env import registration
-
-    monkeypatch.setattr(registration, "_REGISTRY", dict(registration._REGISTRY))
-    saved = dict(gym.registry)
-    yield
-    for key in set(gym.registry) - set(saved):
-        del gym.registry[key]
-
-
 def test_custom_env(scratch_registry):
     ex = load("custom_env")
     m = ex.main(["--sft-steps", "30", "--query-budget", "32", "--epochs", "1"])

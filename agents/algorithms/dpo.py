@@ -154,7 +154,7 @@ class PreferenceAgent(Agent):
         """Train ``policy`` on ``data`` with the configured loss; advances ``global_step``."""
         c = self.config
         result = train_preferences(
-            policy, reference or self.instance.reference, data,
+            policy, self.instance.reference if reference is None else reference, data,
             beta=beta or c.beta or self.instance.eta, loss_type=c.loss_type,
             label_smoothing=c.label_smoothing, rpo_alpha=c.rpo_alpha, ipo_average=c.ipo_average,
             num_train_epochs=c.num_train_epochs,

@@ -142,6 +142,7 @@ class TheoryAgent(Agent):
     """Agents in closed form on a linear env: Gibbs policies of a fitted linear reward."""
 
     Config = TheoryConfig
+    kinds = ("linear",)
 
     def validate(self) -> None:
         check(self.instance.kind == "linear",

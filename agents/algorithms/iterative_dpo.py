@@ -11,8 +11,12 @@ For t = 0..T-1, over m prompts drawn by the env:
    model fitted on the data so far);
 2. the m pairs are labelled by one batched vector-env step (m queries);
 3. the data accumulate (the hybrid setting starts from the offline data);
-4. pi_{t+1} is trained by DPO with the reference fixed at pi0: from pi0 on all
-   data (the paper), or warm-started from pi_t (RLHFlow), ``warm_start``.
+4. pi_{t+1} is trained by DPO. ``recipe="xiong"`` (default): the reference fixed at pi0,
+   on all the data so far, from pi0 (the paper's Algorithm 2) or, with ``warm_start``,
+   continuing from pi_t. ``recipe="rlhflow"``: RLHFlow's Online-RLHF loop (Dong et al.
+   2024): start *and* reference are the previous iterate pi_t, and only the round's new
+   pairs are trained on (round 0: from and against pi0, on the offline data too when
+   ``use_offline``); the implicit reward that ranks samples stays beta * log(pi_t / pi0).
 
 The budget is spent exactly: T * m queries. Pairs with identical responses
 are queried (the count is kept exact) but carry no preference and are not fed
@@ -34,16 +38,18 @@ from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.reward_models import RewardModelConfig, fit_reward_model
 
-__all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS"]
+__all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS", "RECIPES"]
 
 ENHANCERS = ("reference", "temperature", "rejection_sampling")
+RECIPES = ("xiong", "rlhflow")
 
 
 @dataclasses.dataclass
 class IterativeDPOConfig(DPOConfig):
     """T ``iterations`` of m ``prompts_per_iteration`` (None: the query budget divided by T);
     ``enhancer`` and its ``enhancer_temperature`` / ``n_samples``; ``rs_reward`` (implicit
-    or reward_model, with ``reward_model`` its settings); ``warm_start``; ``use_offline``."""
+    or reward_model, with ``reward_model`` its settings); ``recipe`` (xiong or rlhflow: see
+    the module docstring); ``warm_start`` (xiong only); ``use_offline``."""
 
     iterations: int = 4
     prompts_per_iteration: int | None = None
@@ -54,6 +60,7 @@ class IterativeDPOConfig(DPOConfig):
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
     warm_start: bool = False
     use_offline: bool = True
+    recipe: str = "xiong"
 
     def check(self) -> None:
         super().check()
@@ -62,6 +69,10 @@ class IterativeDPOConfig(DPOConfig):
         check(self.rs_reward in ("implicit", "reward_model"),
               f"rs_reward must be 'implicit' or 'reward_model', got {self.rs_reward!r}")
         check(self.n_samples >= 2, f"n_samples must be >= 2, got {self.n_samples!r}")
+        check(self.recipe in RECIPES, f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        check(not (self.recipe == "rlhflow" and self.warm_start),
+              "warm_start belongs to recipe='xiong'; recipe='rlhflow' always starts from the "
+              "previous iterate")
         check(self.enhancer_temperature > 0, "enhancer_temperature must be > 0")
         m = self.prompts_per_iteration
         check(m is None or m >= 1, f"prompts_per_iteration must be >= 1, got {m!r}")
@@ -112,8 +123,18 @@ class IterativeDPOAgent(PreferenceAgent):
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         assert new is not None
         agreement = self.agreement(new, t)  # the estimate before this round's training
-        self.policy = self.policy if self.config.warm_start else self.new_policy()
-        self.train(self.policy, self.all_data(), seed_tag=t)
+        c = self.config
+        if c.recipe == "rlhflow" and t > 0:  # from and against pi_t, on the new pairs only
+            reference = self.policy.copy(frozen=True)
+            self.policy = self.policy.trainable_copy()
+            self.train(self.policy, new, seed_tag=t, reference=reference)
+        elif c.recipe == "rlhflow":  # round 0: from and against pi0
+            self.policy = self.new_policy()
+            offline = self.offline if c.use_offline else PreferenceData()
+            self.train(self.policy, offline + new, seed_tag=t)
+        else:
+            self.policy = self.policy if c.warm_start else self.new_policy()
+            self.train(self.policy, self.all_data(), seed_tag=t)
         return {"oracle/preference_agreement": agreement,
                 "oracle/identical_pairs": float(new.identical()),
                 "oracle/queries_paid_by_agent": float(self.collector.spent)}

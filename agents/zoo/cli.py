@@ -51,7 +51,31 @@ def parse_seeds(text: str) -> list[int]:
             seeds.append(int(lo))
     if len(set(seeds)) != len(seeds):
         raise bad("a seed is named twice")
+    if len(seeds) > MAX_SEEDS:
+        raise bad(f"{len(seeds)} seeds is more than the {MAX_SEEDS} one command runs")
     return seeds
+
+
+MAX_SEEDS = 1000
+"""The most seeds one leaderboard command runs (each is a run per agent)."""
+
+
+def check_output_dir(path: Any, flag: str) -> None:
+    """``path`` (a folder the command writes into) is a non-empty name that is a folder or
+    can become one: not a file, nor inside one."""
+    from rlhf_env.errors import InvalidArgumentError
+
+    if path is None:
+        return
+    if not str(path).strip():
+        raise InvalidArgumentError(f"{flag} is empty: name a folder")
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise InvalidArgumentError(
+                    f"{flag} {str(path)!r}: {str(q)!r} is a file, not a folder")
+            break
 
 _EPILOG = """\
 Values after --hyperparams, --env-kwargs and --eval-kwargs are read as YAML:
@@ -186,6 +210,9 @@ def _run(args: argparse.Namespace, command: str) -> int:
         _print_summary(result)
         return 0
     env_kwargs = parse_overrides(args.env_kwargs, "--env-kwargs")
+    check_output_dir(args.runs_dir, "--runs-dir")
+    check_output_dir(args.tensorboard_log, "--tensorboard-log")
+    check_output_dir(getattr(args, "out", None), "--out")
     if args.command == "train":
         from agents.zoo.run import run_dir, train_run
 
@@ -207,6 +234,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if args.workers < 1:
         raise InvalidArgumentError(f"--workers must be >= 1, got {args.workers}")
     names = agent_names(args.agents, env_id)
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"--agents {args.agents}: an agent is named twice")
     if not names:
         raise InvalidArgumentError(
             f"no agent has an entry for {env_id} in zoo_configs/; name them with --agents a,b "

@@ -108,6 +108,8 @@ def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] |
 
     cls = agents.get(agent)
     kind = rlhf_env.spec(env_id).kind
+    if kind is not None:  # before anything (pi0 of a language env) is built
+        cls.check_kind(kind, env_id)
     valid = [k for k in [*cls.Config.field_names(), *cls.Config.ALIASES] if k not in RUNTIME_KEYS]
     merged = cls.Config.canonical(resolve_entries(agent, env_id, kind, valid=valid,
                                                   directory=directory))
@@ -140,8 +142,20 @@ def parse_overrides(items: list[str] | None, flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidArgumentError(f"{flag} expects key=value, got {item!r}")
+        key = key.strip()
+        if key in out:
+            raise InvalidArgumentError(f"{flag}: {key!r} is given twice; give each key once")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise InvalidArgumentError(f"{flag} {item!r}: the value does not parse: {e}") from e
+    if flag == "--env-kwargs":
+        owned = {"seed": "--seed (train) or --seeds (leaderboard)", "oracle": "--oracle",
+                 "ledger": "nothing: the zoo gives every run its own durable ledger",
+                 "setting": "--setting"}
+        taken = [k for k in out if k in owned]
+        if taken:
+            raise InvalidArgumentError(
+                f"--env-kwargs {taken[0]}=... is set by the zoo itself, so that the run folder, "
+                f"its config and the table agree; use {owned[taken[0]]}")
     return out

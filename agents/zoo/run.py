@@ -27,7 +27,6 @@ from the ledger, and no label is bought twice.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Any
 from agents.base import RunLogger
 from agents.files import read_json, read_yaml, write_json, write_text
 from agents.zoo.config import RunConfig
-from rlhf_env.errors import InvalidArgumentError, InvalidKwargError, RLHFEnvError, closest
+from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
 
 __all__ = ["RunExistsError", "RunLockedError", "MARKER", "run_dir", "train_run", "evaluate_run",
            "read_eval", "check_eval_options", "RunLock", "LocalBackend", "ServiceBackend",
@@ -90,20 +89,14 @@ def read_eval(folder: str | Path) -> dict[str, Any] | None:
 def check_eval_options(env_id: str, options: dict[str, Any]) -> None:
     """Refuse evaluation options the env's evaluation does not take (exact envs take none)."""
     import rlhf_env
-    from rlhf_env.evaluation import sampled_metrics
+    from rlhf_env.evaluation import check_sampled_options
 
     if not options:
         return
     if rlhf_env.spec(env_id).kind in ("exact", "linear"):
         raise InvalidArgumentError(
             f"{env_id} is evaluated exactly: evaluation options {sorted(options)} do not apply")
-    params = inspect.signature(sampled_metrics).parameters
-    valid = [p for p, v in params.items() if v.kind is v.KEYWORD_ONLY]
-    unknown = [k for k in options if k not in valid]
-    if unknown:
-        raise InvalidKwargError(
-            f"unknown evaluation option(s) {unknown}.{closest(unknown[0], valid)} "
-            f"Valid: {', '.join(valid)}.")
+    check_sampled_options(options)
 
 
 class RunLock:

@@ -101,13 +101,14 @@ def local_files(data_dir: str | Path, subsets: list[str], split: str) -> list[Pa
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"data_dir {str(root)!r} does not exist or is not a folder")
-    found = []
+    found: list[Path] = []
     for subset in subsets:
         for base in (root / subset, root):
             hits = [base / f"{split}.jsonl.gz", base / f"{split}.jsonl"]
             hit = next((h for h in hits if h.is_file()), None)
             if hit is not None:
-                found.append(hit)
+                if hit not in found:  # a data_dir that is itself one subset's folder serves
+                    found.append(hit)  # every subset asked for: read its file once
                 break
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from pathlib import Path
 from typing import Any
 
 from rlhf_env.core import RLHFEnv
@@ -271,8 +272,11 @@ def _load_splits(subset: Any, data_dir: Any, data_files: Any, strict: bool,
                                     strict=strict)}
     elif data_dir is not None:
         if subset is None:  # whatever the local copy holds
-            subset = [s for s in SUBSETS if local_files(data_dir, [s], "train")
-                      or local_files(data_dir, [s], "test")]
+            subset = [s for s in SUBSETS if (Path(data_dir) / s).is_dir() and (
+                local_files(data_dir, [s], "train") or local_files(data_dir, [s], "test"))]
+            if not subset and (local_files(data_dir, [SUBSETS[0]], "train")
+                               or local_files(data_dir, [SUBSETS[0]], "test")):
+                subset = [SUBSETS[0]]  # data_dir is one subset's folder: its files, once
             if not subset:
                 raise DataError(
                     f"no HH-RLHF subset under {data_dir!r}: expected <data_dir>/<subset>/"

@@ -11,7 +11,13 @@ import torch
 from rlhf_env.core import RLHFEnv
 from rlhf_env.data.pairs import label_pairs
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.instance import CommonArgs, ProblemInstance, check_positive_float, check_positive_int
+from rlhf_env.instance import (
+    NORM_LIMIT,
+    CommonArgs,
+    ProblemInstance,
+    check_positive_float,
+    check_positive_int,
+)
 from rlhf_env.judging import Judge
 from rlhf_env.oracles import Oracle, OracleContext
 from rlhf_env.policies import Catalog, TabularPolicy
@@ -143,8 +149,8 @@ class LinearBTEnv(RLHFEnv):
                                   default_budget=1024)
         use_small_model_threads()
         n, k, d = check_shape(n_prompts, n_actions, dim)
-        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True)
-        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True)
+        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True, high=NORM_LIMIT)
+        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True, high=NORM_LIMIT)
         reference_alignment = check_cosine("reference_alignment", reference_alignment)
         if behaviour not in BEHAVIOURS:
             raise InvalidArgumentError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")

@@ -16,7 +16,7 @@ from rlhf_env.envs.linear_bt import (
     unit_rows,
 )
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.instance import CommonArgs, check_positive_float, check_positive_int
+from rlhf_env.instance import NORM_LIMIT, CommonArgs, check_positive_float, check_positive_int
 from rlhf_env.policies.closed_forms import log_normalize
 
 __all__ = ["LinearBTCoverageEnv", "COVERAGE_BEHAVIOURS"]
@@ -130,9 +130,9 @@ class LinearBTCoverageEnv(LinearBTEnv):
         if t <= 0 or lure < 0:
             raise InvalidArgumentError(
                 f"trap_weight must be in (0, 1] and lure in [0, 1], got {trap_weight!r}, {lure!r}")
-        trap_penalty = check_positive_float("trap_penalty", trap_penalty, allow_zero=True)
-        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True)
-        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True)
+        trap_penalty = check_positive_float("trap_penalty", trap_penalty, allow_zero=True, high=NORM_LIMIT)
+        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True, high=NORM_LIMIT)
+        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True, high=NORM_LIMIT)
         rho = check_cosine("reference_alignment", reference_alignment)
         if behaviour not in COVERAGE_BEHAVIOURS:
             raise InvalidArgumentError(

@@ -16,7 +16,7 @@ from rlhf_env.envs.linear_bt import (
     unit_rows,
 )
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.instance import CommonArgs, check_positive_float, check_positive_int
+from rlhf_env.instance import NORM_LIMIT, CommonArgs, check_positive_float, check_positive_int
 from rlhf_env.policies.closed_forms import log_normalize
 
 __all__ = ["LinearBTExploreEnv"]
@@ -134,11 +134,11 @@ class LinearBTExploreEnv(LinearBTEnv):
         rare_mass = check_positive_float("rare_mass", rare_mass)
         if rare_mass >= 1:
             raise InvalidArgumentError(f"rare_mass is a probability in (0, 1), got {rare_mass!r}")
-        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True)
+        theta_norm = check_positive_float("theta_norm", theta_norm, allow_zero=True, high=NORM_LIMIT)
         share = check_cosine("hidden_share", hidden_share)
         if share < 0:
             raise InvalidArgumentError(f"hidden_share must be in [0, 1], got {hidden_share!r}")
-        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True)
+        reference_norm = check_positive_float("reference_norm", reference_norm, allow_zero=True, high=NORM_LIMIT)
         rho = check_cosine("reference_alignment", reference_alignment)
         if behaviour not in BEHAVIOURS:
             raise InvalidArgumentError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")

@@ -376,8 +376,7 @@ class LabelFlips(Oracle):
         keep = 1.0 - 2.0 * self.p
         return Choice(keep * base.first + self.p, keep * base.tie)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return self.oracle.score(prompts, responses)
+    # no score(): flips are noise on preferences, and rewards passed through would drop it
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "p": self.p, "oracle": self.oracle.config()}
