@@ -179,3 +179,52 @@ def test_oat_compare_contract():
     assert env.unwrapped.instance.queries_used == 7
     assert np.mean([oracle.compare([p[0]], ["response-0"], ["response-1"])[0][0]
                     for _ in range(3)]) >= 0
+
+
+# -- any checkpoint on the leaderboard --------------------------------------------------------
+TINY = ["--env", "TinyInstruct-v0", "--env-kwargs", "size=small", "n_train_prompts=64",
+        "n_eval_prompts=16", "n_offline=32"]
+
+
+def test_an_external_checkpoint_is_evaluated_with_pi0s_settings_and_listed(tmp_path, capsys):
+    from agents.zoo.cli import main
+    from agents.zoo.external import load_external_policy
+
+    env = rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=64, n_eval_prompts=16,
+                        n_offline=32)
+    pi0 = env.unwrapped.reference
+    mine = pi0.trainable_copy()
+    mine.model.save_pretrained(tmp_path / "hf")  # as TRL leaves a model: a plain HF folder
+    mine.tokenizer.save_pretrained(tmp_path / "hf")
+    loaded = load_external_policy(tmp_path / "hf", pi0)
+    assert loaded.max_new_tokens == pi0.max_new_tokens == 16  # not CausalLMPolicy's 64
+    runs = tmp_path / "runs"
+    assert main(["eval", "--model", str(tmp_path / "hf"), *TINY, "--seeds", "1", "--name",
+                 "mine", "--labels", "100", "--runs-dir", str(runs), "--eval-kwargs",
+                 "n_samples=1", "best_of_n=[]"]) == 0
+    f = runs / "TinyInstruct-v0" / "external" / "mine" / "seed0" / "eval.json"
+    assert f.is_file()
+    assert main(["leaderboard", *TINY, "--agents", "reference", "--seeds", "1",
+                 "--include-external", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "external:mine" in out
+    # an adapter on pi0 loads onto it
+    pytest.importorskip("peft")
+    from rlhf_env.lm.lora import LoraSettings
+
+    lora = pi0.trainable_copy(lora=LoraSettings(r=2))
+    lora.save(tmp_path / "lora")
+    assert load_external_policy(tmp_path / "lora" / "adapter", pi0).model is pi0.model
+
+
+def test_a_checkpoint_with_another_tokenizer_is_refused(tmp_path):
+    from agents.zoo.external import load_external_policy
+    from tests._lm_matrix import build_model
+
+    env = rlhf_env.make("TinyInstruct-v0", size="small", n_train_prompts=64, n_eval_prompts=16,
+                        n_offline=32)
+    model, tok = build_model("gpt2")
+    model.save_pretrained(tmp_path / "other")
+    tok.save_pretrained(tmp_path / "other")
+    with pytest.raises(InvalidArgumentError, match="tokenizer"):
+        load_external_policy(tmp_path / "other", env.unwrapped.reference)

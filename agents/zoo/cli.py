@@ -132,13 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run; labels it paid for are not bought again")
 
-    e = sub.add_parser("eval", help="re-evaluate a stored run",
+    e = sub.add_parser("eval", help="re-evaluate a stored run, or evaluate any checkpoint",
                        description="Re-evaluate the policy stored in a run folder and rewrite "
-                                   "its eval.json.")
-    e.add_argument("run_dir", help="a run folder, e.g. runs/LinearBT-v0/dpo/seed0")
+                                   "its eval.json; or, with --model, evaluate a checkpoint "
+                                   "trained elsewhere (a Hugging Face folder or hub id, a LoRA "
+                                   "adapter on the env's pi0, a saved policy) into "
+                                   "RUNS_DIR/<env>/external/<name>/seed<S> for the "
+                                   "leaderboard's --include-external.")
+    e.add_argument("run_dir", nargs="?", default=None,
+                   help="a run folder, e.g. runs/LinearBT-v0/dpo/seed0 (not with --model)")
     e.add_argument("--eval-kwargs", nargs="*", default=[], metavar="K=V",
                    help="options to rlhf_env.evaluate (sampled envs only: n_samples, "
                         "n_prompts, seed, temperature, best_of_n)")
+    e.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="a checkpoint to evaluate as an external row (needs --env)")
+    e.add_argument("--env", default=None, help="the env id (with --model)")
+    e.add_argument("--env-kwargs", nargs="*", default=[], metavar="K=V",
+                   help="keyword arguments to rlhf_env.make (with --model)")
+    e.add_argument("--oracle", default=None, metavar="PRESET",
+                   help="the training oracle of the runs it is compared with")
+    e.add_argument("--seeds", default="1", metavar="SEEDS",
+                   help="instances to evaluate on, as the leaderboard's --seeds (default 1)")
+    e.add_argument("--name", default=None, help="the row's name (default: the folder's)")
+    e.add_argument("--labels", type=int, default=0,
+                   help="labels the checkpoint was trained on, for the table (default 0)")
+    e.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="evaluate a model whose tokenizer differs from pi0's (KL on text)")
+    e.add_argument("--runs-dir", default="runs", metavar="DIR",
+                   help="where external run folders go (default: runs)")
 
     lb = sub.add_parser("leaderboard", formatter_class=fmt, epilog=_EPILOG,
                         help="train or reuse runs over seeds; table, JSON and plots",
@@ -167,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "process never holds the gold reward (implies Ray)")
     lb.add_argument("--oracle-gpus", type=float, default=0.0, metavar="N",
                     help="GPUs for each oracle-service actor (a large gold reward model)")
+    lb.add_argument("--include-external", action="store_true",
+                    help="add the external rows of rlhf-zoo eval --model (same seeds)")
     return parser
 
 
@@ -203,9 +226,30 @@ def _run(args: argparse.Namespace, command: str) -> int:
         _list()
         return 0
     if args.command == "eval":
+        from rlhf_env.errors import InvalidArgumentError
+
+        options = parse_overrides(args.eval_kwargs, "--eval-kwargs")
+        if args.model is not None:
+            from agents.zoo.external import evaluate_external
+
+            if args.run_dir is not None or args.env is None:
+                raise InvalidArgumentError("--model evaluates a checkpoint on --env ID; give no "
+                                           "run folder with it")
+            check_output_dir(args.runs_dir, "--runs-dir")
+            rows = evaluate_external(
+                args.model, args.env, parse_seeds(args.seeds), runs=args.runs_dir,
+                name=args.name, env_kwargs=parse_overrides(args.env_kwargs, "--env-kwargs"),
+                oracle=args.oracle, eval_options=options, labels=args.labels,
+                allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
+            for r in rows:
+                print(f"{r['agent']} seed {r['seed']}:")
+                _print_summary(r)
+            return 0
+        if args.run_dir is None:
+            raise InvalidArgumentError("eval needs a run folder, or --model PATH --env ID")
         from agents.zoo.run import evaluate_run
 
-        result = evaluate_run(args.run_dir, **parse_overrides(args.eval_kwargs, "--eval-kwargs"))
+        result = evaluate_run(args.run_dir, **options)
         print(f"{args.run_dir}:")
         _print_summary(result)
         return 0
@@ -253,6 +297,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
         tensorboard_log=args.tensorboard_log, command=command, progress=_progress(args),
         workers=args.workers, address=args.address, sealed=args.oracle_service,
         oracle_gpus=args.oracle_gpus)
+    if args.include_external:
+        from agents.zoo.external import external_results
+
+        results.update(external_results(args.runs_dir, env_id, seeds, args.oracle))
     if any(results.values()):
         report = write_leaderboard(env_id, results, out, runs=args.runs_dir, command=command,
                                    oracle=args.oracle, versus=versus)

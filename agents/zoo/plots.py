@@ -181,6 +181,8 @@ def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
         curves = []
         if e.get("queries_used", {}).get("mean", 0) > 0:
             for r in results[a]:
+                if r.get("external"):  # trained elsewhere: no curve in the zoo's folders
+                    continue
                 offline = float(r.get("offline_labels", 0))
                 curves.append(_curve(run_dir(runs, env_id, a, r["seed"], r.get("oracle")), key, offline))
         xs = sorted(set.intersection(*[set(c) for c in curves])) if curves and all(curves) else []
@@ -252,7 +254,7 @@ def overoptimisation_plot(title: str, agg: dict[str, dict[str, Any]],
     drawn = proxies = False
     for i, a in enumerate(sorted(agg)):
         trajs = [_trajectory(run_dir(runs, env_id, a, r["seed"], r.get("oracle")))
-                 for r in results[a]]
+                 for r in results[a] if not r.get("external")]
         n = min((len(t) for t in trajs), default=0)
         if n < 2:
             continue

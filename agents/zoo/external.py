@@ -1,0 +1,138 @@
+"""Any checkpoint on the harness: evaluate a model trained elsewhere as a zoo agent's policy.
+
+``rlhf-zoo eval --model PATH --env ID [--seeds ...] [--name NAME] [--labels N]`` loads
+
+* a Hugging Face causal-LM folder (TRL's output, a hub id) as a policy with **pi0's
+  generation settings** (``max_new_tokens``, ``top_p``, context, prompt length, chat
+  template), so that it is sampled as the env samples pi0;
+* a LoRA adapter folder (peft's ``adapter_config.json``) onto the env's pi0;
+* a policy folder this package saved (``policy.json``);
+
+evaluates it with the env's evaluation (the options of the zoo's ``reference`` entry for
+that env, or ``--eval-kwargs``) for each seed, and writes
+``RUNS/<env>/external/<name>/seed<S>/eval.json`` marked ``external``, with the label count
+it was given (``--labels``; the checkpoint's training is not the zoo's to count).
+``rlhf-zoo leaderboard --include-external`` lists those folders as rows, paired by seed
+like the zoo's own.
+
+The KL to pi0 is only defined over pi0's tokenizer: a checkpoint whose vocabulary differs is
+refused unless ``allow_tokenizer_mismatch`` (then its KL is scored on the text, with a
+warning). An adapter made for another base is refused by the adapter's own checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from agents.files import read_json, write_json
+from rlhf_env.errors import DataError, InvalidArgumentError
+
+__all__ = ["EXTERNAL", "load_external_policy", "evaluate_external", "external_results"]
+
+EXTERNAL = "external"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def load_external_policy(model: str | Path, reference: Any, *,
+                         allow_tokenizer_mismatch: bool = False) -> Any:
+    """``model`` as a policy of the env whose pi0 is ``reference`` (see the module docstring)."""
+    from rlhf_env.policies import CausalLMPolicy, load_policy
+
+    path = Path(model)
+    if (path / "policy.json").is_file():
+        return load_policy(path, base=reference)
+    if not isinstance(reference, CausalLMPolicy):
+        raise InvalidArgumentError(
+            f"an external language model needs a language env; this env's pi0 is a "
+            f"{type(reference).__name__}")
+    if (path / "adapter_config.json").is_file():
+        return reference.with_adapter(path)
+    cfg = reference.config()
+    cfg.pop("gradient_checkpointing", None)
+    policy = CausalLMPolicy(str(model), device=reference.device, **cfg)
+    if policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        if not allow_tokenizer_mismatch:
+            raise InvalidArgumentError(
+                f"{model} has another tokenizer than the env's pi0 "
+                f"({len(policy.tokenizer)} vs {len(reference.tokenizer)} tokens): its KL to "
+                "pi0 is undefined token by token. Pass --allow-tokenizer-mismatch to score it "
+                "on the text (log_prob of the decoded responses) anyway")
+        warnings.warn(f"{model}: tokenizer differs from pi0's; its KL is scored on the text",
+                      stacklevel=2)
+    return policy.freeze()
+
+
+def _folder(runs: str | Path, env_id: str, name: str, seed: int, oracle: str | None) -> Path:
+    top = env_id if oracle in (None, "bt") else f"{env_id}+{oracle}"
+    return Path(runs) / top / EXTERNAL / name / f"seed{seed}"
+
+
+def evaluate_external(model: str | Path, env_id: str, seeds: list[int], *,
+                      runs: str | Path = "runs", name: str | None = None,
+                      env_kwargs: dict[str, Any] | None = None, oracle: str | None = None,
+                      eval_options: dict[str, Any] | None = None, labels: int = 0,
+                      allow_tokenizer_mismatch: bool = False) -> list[dict[str, Any]]:
+    """Evaluate ``model`` on ``env_id`` for each seed into external run folders; returns
+    the eval records."""
+    from agents.zoo.config import resolve
+    from agents.zoo.run import _evaluate, _make, check_eval_options
+
+    name = name or Path(str(model).rstrip("/")).name
+    if not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"--name {name!r}: letters, digits, '_', '.', '-' (up to 64), starting with a "
+            "letter or digit")
+    if isinstance(labels, bool) or not isinstance(labels, int) or labels < 0:
+        raise InvalidArgumentError(f"--labels must be an int >= 0, got {labels!r}")
+    check_eval_options(env_id, eval_options or {})
+    out = []
+    for seed in seeds:
+        cfg = resolve("reference", env_id, seed, env_kwargs=env_kwargs, oracle=oracle)
+        cfg.eval = {**cfg.eval, **(eval_options or {})}
+        env = _make(cfg)
+        policy = load_external_policy(model, env.unwrapped.reference,
+                                      allow_tokenizer_mismatch=allow_tokenizer_mismatch)
+        result = dict(_evaluate(policy, env, cfg))
+        result.update({"env_id": env_id, "agent": f"{EXTERNAL}:{name}", "seed": seed,
+                       "oracle": oracle or "bt", "external": True, "model": str(model),
+                       "labels": labels, "offline_labels": 0, "queries_used": 0})
+        folder = _folder(runs, env_id, name, seed, oracle)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "eval.json", result)
+        (folder / "source.json").write_text(json.dumps(
+            {"model": str(model), "env_kwargs": cfg.make_env_kwargs(), "eval": cfg.eval},
+            indent=1, default=str))
+        out.append(result)
+    return out
+
+
+def external_results(runs: str | Path, env_id: str, seeds: list[int],
+                     oracle: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The external rows of ``env_id`` under ``runs`` for ``seeds``: ``{"external:<name>":
+    [eval records]}``; a record that is not a finite, complete evaluation is an error."""
+    import math
+
+    root = _folder(runs, env_id, "x", 0, oracle).parent.parent
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not root.is_dir():
+        return out
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        rows = []
+        for seed in seeds:
+            f = model_dir / f"seed{seed}" / "eval.json"
+            if not f.is_file():
+                continue
+            r = read_json(f)
+            bad = [k for k in ("objective", "gold_reward", "kl")
+                   if not isinstance(r.get(k), (int, float)) or not math.isfinite(r[k])]
+            if bad or r.get("seed") != seed or not r.get("external"):
+                raise DataError(f"{f} is not a complete external evaluation (bad or missing "
+                                f"{bad or ['seed/external']}): evaluate the model again")
+            rows.append(r)
+        if rows:
+            out[f"{EXTERNAL}:{model_dir.name}"] = rows
+    return out
