@@ -9,8 +9,16 @@ eta (SB3's PPO with ``ent_coef=eta``) maximises exactly the env's objective
 E[r] − eta · KL(pi || pi0) (the entropy term plus this shaping is −eta · KL per prompt).
 
     env = rlhf_env.make("LinearBT-v0", setting="online", feedback="reward", query_budget=50_000)
-    model = stable_baselines3.PPO("MlpPolicy", DiscreteBandit(env, kl_shaped=True),
-                                  ent_coef=env.unwrapped.eta)
+    view = DiscreteBandit(env, kl_shaped=True)
+    model = stable_baselines3.PPO("MlpPolicy", view, ent_coef=env.unwrapped.eta)
+    model.learn(20_000, callback=view.evaluation_callback(every=4096))  # logs eval/ without paying
+    rlhf_env.evaluate(view.policy_of(model), env)    # the way back: a Policy of the harness
+
+:meth:`DiscreteBandit.policy_of` turns any SB3 model trained on the view (its action
+distribution at each prompt index) into a :class:`~rlhf_env.policies.TabularPolicy` the
+harness evaluates exactly; :meth:`DiscreteBandit.evaluation_callback` is an SB3 callback
+that evaluates with :func:`rlhf_env.evaluate` (privileged, free, exact) instead of SB3's
+``EvalCallback``, whose episodes would be paid queries.
 """
 
 from __future__ import annotations
@@ -56,6 +64,55 @@ class DiscreteBandit(gym.Env):
         self.observation_space = gym.spaces.Discrete(n)
         self.action_space = gym.spaces.Discrete(k)
         self._prompt: int | None = None
+
+    def policy_of(self, model: Any) -> Any:
+        """The policy an SB3 ``model`` trained on this view plays: its action probabilities
+        at every prompt index, as a :class:`~rlhf_env.policies.TabularPolicy`."""
+        import torch
+
+        from rlhf_env.policies import TabularPolicy
+
+        if not hasattr(model, "policy") or not hasattr(model.policy, "get_distribution"):
+            raise InvalidArgumentError(
+                f"policy_of takes a stable-baselines3 model with a stochastic policy (PPO, A2C, "
+                f"...), got {type(model).__name__}")
+        n = self.observation_space.n
+        with torch.no_grad():
+            obs = model.policy.obs_to_tensor(np.arange(n))[0]
+            dist = model.policy.get_distribution(obs).distribution
+            logits = torch.log_softmax(dist.logits.double(), -1)
+        if tuple(logits.shape) != self.catalog.shape:
+            raise InvalidArgumentError(
+                f"the model's actions ({tuple(logits.shape)}) do not fit this view's prompts x "
+                f"responses {self.catalog.shape}")
+        return TabularPolicy(self.catalog, logits)
+
+    def evaluation_callback(self, every: int = 1000) -> Any:
+        """An SB3 callback: every ``every`` steps, :func:`rlhf_env.evaluate` of
+        :meth:`policy_of` the model, recorded under ``eval/`` in SB3's logger and kept in
+        ``callback.history``. No query is paid (SB3's ``EvalCallback`` would step the env)."""
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        from rlhf_env.evaluation import evaluate
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidArgumentError(f"every must be an int >= 1, got {every!r}")
+        view = self
+
+        class EvaluateCallback(BaseCallback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.history: list[dict[str, float]] = []
+
+            def _on_step(self) -> bool:
+                if self.n_calls % every == 0:
+                    m = evaluate(view.policy_of(self.model), view.env)
+                    self.history.append({"timesteps": self.num_timesteps, **m})
+                    for k in ("normalized_score", "objective", "kl", "gold_reward"):
+                        self.logger.record(f"eval/{k}", m[k])
+                return True
+
+        return EvaluateCallback()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[int, dict]:
         super().reset(seed=seed)

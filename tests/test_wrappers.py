@@ -18,13 +18,20 @@ def test_stock_sb3_ppo_beats_pi0_on_the_discrete_view():
     check_env(view)
     model = PPO("MlpPolicy", view, ent_coef=env.unwrapped.eta, seed=0, n_steps=1024,
                 batch_size=256, learning_rate=1e-3, device="cpu")
-    model.learn(16_384)
-    with torch.no_grad():
+    callback = view.evaluation_callback(every=4096)
+    before = env.unwrapped.queries_used  # check_env's steps
+    model.learn(16_384, callback=callback)
+    policy = view.policy_of(model)
+    with torch.no_grad():  # the way back equals reading SB3's distribution by hand
         obs = model.policy.obs_to_tensor(torch.arange(view.observation_space.n).numpy())[0]
         logits = torch.log_softmax(model.policy.get_distribution(obs).distribution.logits, -1)
-    score = rlhf_env.evaluate(TabularPolicy(env.unwrapped.catalog, logits.double()), env)
+    torch.testing.assert_close(policy.log_probs_table(), logits.double(), atol=1e-6, rtol=0)
+    score = rlhf_env.evaluate(policy, env)
     assert score["normalized_score"] > 0.3  # pi0 scores 0; measured 0.70 (seed 0)
-    assert env.unwrapped.queries_used >= 16_384  # every step paid, through the env's ledger
+    assert env.unwrapped.queries_used == before + 16_384  # every step paid, evaluations none
+    assert len(callback.history) == 4
+    assert callback.history[-1]["normalized_score"] == pytest.approx(score["normalized_score"])
+    assert isinstance(policy, TabularPolicy)
 
 
 def test_the_view_charges_the_budget_and_shapes_the_reward():
