@@ -30,7 +30,9 @@ def test_stock_sb3_ppo_beats_pi0_on_the_discrete_view():
     assert score["normalized_score"] > 0.3  # pi0 scores 0; measured 0.70 (seed 0)
     assert env.unwrapped.queries_used == before + 16_384  # every step paid, evaluations none
     assert len(callback.history) == 4
-    assert callback.history[-1]["normalized_score"] == pytest.approx(score["normalized_score"])
+    # the last evaluation comes before SB3's last update (it runs inside the rollout)
+    assert [h["timesteps"] for h in callback.history] == [4096, 8192, 12288, 16384]
+    assert 0.3 < callback.history[-1]["normalized_score"] < 1
     assert isinstance(policy, TabularPolicy)
 
 
