@@ -58,3 +58,11 @@ def test_compare_in_tensorboard(tmp_path):
         for agent in ("reference", "dpo"):
             run = tmp_path / "runs/LinearBT-v0" / agent / "seed0"
             assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_trl_grpo(tmp_path):
+    pytest.importorskip("trl")
+    ex = load("trl_grpo")
+    m = ex.main(ex.parse(["--size", "small", "--steps", "2", "--batch-size", "4",
+                          "--num-generations", "2", "--out", str(tmp_path)]))
+    assert m["queries"] == 8 and (tmp_path / "model" / "config.json").is_file()

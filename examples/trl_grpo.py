@@ -1,0 +1,107 @@
+"""Bring your own trainer: TRL's GRPOTrainer on TinyInstruct-v0, the env's oracle as its reward.
+
+    pip install -e ".[trl]"
+    python examples/trl_grpo.py [--steps 60] [--out runs/trl_grpo]
+    rlhf-zoo eval --model runs/trl_grpo/model --env TinyInstruct-v0 --seeds 5 --name trl_grpo \\
+        --labels <the queries it printed>        # the same policy as a leaderboard row
+    rlhf-zoo leaderboard --env TinyInstruct-v0 --seeds 5 --include-external
+
+GRPO samples ``--num-generations`` completions per prompt from the policy (a trainable copy
+of the env's pi0) and scores each through the env's oracle with reward feedback
+(:func:`rlhf_env.integrations.trl.reward_function`): one charged query per completion, so
+the env's ledger counts exactly what TRL asked for and the budget holds. Afterwards the
+policy is evaluated by the harness exactly as a zoo agent's (J, KL to pi0 on held-out
+prompts), beside pi0, and saved as a Hugging Face folder for ``rlhf-zoo eval --model``.
+
+Note the objective: GRPO maximises the reward with its own KL term (``beta``, 0 by default
+in TRL 1.16), not the env's E[r] - eta * KL; the harness reports J all the same.
+
+Measured on the 2-core development CPU, default arguments (size default, 60 steps of 8
+completions, 480 queries): see the numbers the script prints; they are copied into
+``benchmarks/README.md`` with the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+
+import rlhf_env
+
+
+@dataclasses.dataclass
+class Args:
+    size: str = "default"
+    """TinyInstruct-v0 size (default, or small for a quick run)"""
+    steps: int = 60
+    """GRPO optimiser steps"""
+    batch_size: int = 8
+    """completions per step (per_device_train_batch_size)"""
+    num_generations: int = 4
+    """completions per prompt (GRPO's group)"""
+    learning_rate: float = 1e-4
+    """AdamW step size"""
+    seed: int = 0
+    """seeds the env and TRL"""
+    out: str = "runs/trl_grpo"
+    """where the trained model goes (a Hugging Face folder under <out>/model)"""
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Args):
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def main(args: Args) -> dict[str, float]:
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlhf_env.integrations.trl import reward_function
+
+    start = time.perf_counter()
+    budget = args.steps * args.batch_size
+    env = rlhf_env.make("TinyInstruct-v0", size=args.size, setting="online", feedback="reward",
+                        query_budget=budget, seed=args.seed)
+    u = env.unwrapped
+    pi0 = u.reference
+    policy = pi0.trainable_copy()
+    tok = pi0.tokenizer
+    tok.padding_side = "left"
+    prompts = datasets.Dataset.from_dict({"prompt": list(u.instance.train_prompts)})
+    reward = reward_function(env)
+    config = GRPOConfig(
+        output_dir=args.out, per_device_train_batch_size=args.batch_size,
+        num_generations=args.num_generations, max_completion_length=pi0.max_new_tokens,
+        max_steps=args.steps, learning_rate=args.learning_rate, use_cpu=True, bf16=False,
+        report_to=[], logging_steps=10, save_strategy="no", seed=args.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        GRPOTrainer(model=policy.model, reward_funcs=[reward], args=config,
+                    train_dataset=prompts, processing_class=tok).train()
+    trained = time.perf_counter() - start
+    policy.freeze()
+    before = rlhf_env.evaluate(pi0, env, n_samples=8, best_of_n=())
+    after = rlhf_env.evaluate(policy, env, n_samples=8, best_of_n=())
+    model_dir = Path(args.out) / "model"
+    policy.model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    print(f"TRL GRPO on TinyInstruct-v0 ({args.size}): {args.steps} steps, "
+          f"{u.queries_used} queries charged (reward function: {reward.queries}), "
+          f"{trained:.0f} s training, {time.perf_counter() - start:.0f} s in all")
+    for name, m in (("pi0", before), ("GRPO", after)):
+        print(f"  {name:5s} J {m['objective']:.3f} ± {m['objective_stderr']:.3f}  gold "
+              f"{m['gold_reward']:.3f}  KL {m['kl']:.3f}  win vs pi0 {m['win_rate']:.3f}")
+    print(f"  saved to {model_dir}: rlhf-zoo eval --model {model_dir} --env TinyInstruct-v0 "
+          f"--labels {u.queries_used}")
+    return {"queries": float(u.queries_used), "J_pi0": before["objective"],
+            "J": after["objective"], "kl": after["kl"]}
+
+
+if __name__ == "__main__":
+    main(parse())
