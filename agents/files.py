@@ -121,7 +121,11 @@ def verify_manifest(folder: Path, hint: str) -> None:
 
 
 def write_pairs(path: Path, data: Any) -> None:
-    """Write preference data as Parquet (atomically), with a ``.sha256`` beside it."""
+    """Write preference data as Parquet (atomically), with a ``.sha256`` beside it.
+
+    The digest is written first and the table renamed into place last: a kill in between
+    leaves a digest without its table, which reads as "never written" (the round collects
+    again, answered from the ledger), never a table without its digest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -132,8 +136,8 @@ def write_pairs(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     pq.write_table(pa.table(cols), tmp)
     digest = sha256_file(tmp)
-    tmp.replace(path)
     write_text(path.with_name(path.name + ".sha256"), digest + "\n")
+    tmp.replace(path)
 
 
 def read_pairs(path: Path, hint: str) -> Any:

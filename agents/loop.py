@@ -216,8 +216,11 @@ class Agent:
                 self.data.add(new)
             metrics = self.fit(t, new)
             if ckpt is not None:
+                paid = sorted({*ckpt.state().get("paid_rounds", []), *([t] if new is not None
+                                                                         else [])})
                 ckpt.complete(t, self.savable_policy(), global_step=self.global_step,
-                              agent_state=self.state())
+                              agent_state=self.state(), identity=self.identity(),
+                              paid_rounds=paid, queries_used=self.instance.queries_used)
             self.logger.log({"train/iteration": t, "train/pairs": len(self.data),
                              "oracle/queries_used": self.instance.queries_used, **metrics},
                             self.global_step)
@@ -232,14 +235,45 @@ class Agent:
         self.logger.close()
         return self
 
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint of this agent is bound to: its name, seed and the instance's
+        fingerprint (:meth:`~rlhf_env.instance.ProblemInstance.fingerprint`)."""
+        return {"agent": self.name, "seed": self.config.seed,
+                "instance": self.instance.fingerprint()}
+
     def _restore(self, ckpt: Checkpointer) -> int:
-        """Load the data of the completed rounds, the last policy and the agent's state."""
+        """Load the data of the completed rounds, the last policy and the agent's state,
+        after checking that the checkpoint is this run's and complete."""
+        from rlhf_env.errors import DataError
+
         state = ckpt.state()
         done = int(state.get("completed", 0))
+        saved = state.get("identity")
+        if done and saved is not None and saved != self.identity():
+            diff = sorted(k for k in self.identity() if saved.get(k) != self.identity()[k])
+            raise DataError(
+                f"{ckpt.folder} is the checkpoint of another run ("
+                + ", ".join(f"{k} {saved.get(k)!r} != {self.identity()[k]!r}" for k in diff)
+                + "): resume only the run that wrote it")
+        if done and saved is None:
+            raise DataError(f"{ckpt.folder}/state.json names no run: it was not written for this "
+                            "run (or by an older version); start again")
+        paid = set(state.get("paid_rounds", []))
         for t in range(done):
             pairs = ckpt.load_pairs(t)
+            if pairs is None and t in paid:
+                raise DataError(
+                    f"round {t}'s pairs were paid for, but {ckpt.folder}/iter_{t:03d}/pairs.parquet "
+                    "is missing: the round cannot be trained on as it was. Restore the file, or "
+                    "delete the rounds from it on (a zoo run answers their labels again from "
+                    "the ledger)")
             if pairs is not None:
                 self.data.add(pairs)
+        durable = hasattr(self.instance.ledger, "path")  # an in-memory ledger starts afresh
+        if durable and int(state.get("queries_used", 0)) > self.instance.queries_used:
+            raise DataError(
+                f"{ckpt.folder} recorded {state['queries_used']} paid queries, but the env's "
+                f"ledger holds {self.instance.queries_used}: the ledger was lost or replaced")
         if done:
             self.global_step = int(state.get("global_step", 0))
             self.policy = ckpt.load_policy(done - 1, base=self.instance.reference)

@@ -297,6 +297,28 @@ class ProblemInstance:
         """The prompts episodes are drawn from (uniformly)."""
         return self._train_prompts
 
+    def fingerprint(self) -> str:
+        """A digest of the instance's public parts (kind, eta, setting, feedback, budget,
+        prompts, pi0's table on exact envs, the features on linear ones): two instances
+        with another seed or catalogue differ. Checkpoints record it (cached)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
+        import hashlib
+
+        h = hashlib.sha256(repr((self.name, self._kind, self.eta, self.setting, self.feedback,
+                                 self.query_budget)).encode())
+        for p in (*self._train_prompts, "\x00", *self._eval_prompts):
+            h.update(p.encode("utf-8", "surrogatepass") + b"\x00")
+        if self._catalog is not None:
+            h.update(np.ascontiguousarray(self._reference.log_probs_table().detach().double()
+                                          .cpu().numpy()).tobytes())
+        if self._features is not None:
+            h.update(np.ascontiguousarray(self._features, dtype=np.float64).tobytes())
+        digest = h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = digest
+        return digest
+
     def train_prompt_index(self, prompt: Any) -> int | None:
         """The index of ``prompt`` among the train prompts, or None."""
         if not isinstance(prompt, str):

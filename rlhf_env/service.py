@@ -63,10 +63,11 @@ class OracleService:
     """
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None,
-                 ledger_path: str | None = None) -> None:
+                 ledger_path: str | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
         import rlhf_env
 
-        self.ledger = DurableLedger(ledger_path) if ledger_path else None
+        self.ledger = DurableLedger(ledger_path, identity=identity) if ledger_path else None
         kwargs = dict(env_kwargs or {})
         if self.ledger is not None:
             kwargs["ledger"] = self.ledger

@@ -93,6 +93,17 @@ class RunConfig:
             kw["oracle"] = self.oracle
         return {**kw, "seed": self.seed}
 
+    def identity(self) -> dict[str, Any]:
+        """What names this run, for its ledger and checkpoints: the env id, the agent, the
+        seed, the oracle and a digest of everything the env is made with."""
+        import hashlib
+        import json
+
+        kw = json.dumps(self.make_env_kwargs(), sort_keys=True, default=str)
+        return {"env_id": self.env_id, "agent": self.agent, "seed": self.seed,
+                "oracle": self.oracle or "bt",
+                "env_kwargs": hashlib.sha256(kw.encode()).hexdigest()[:16]}
+
 
 def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] | None = None,
             env_kwargs: dict[str, Any] | None = None, setting: str | None = None,

@@ -96,7 +96,7 @@ def oracle_service(cfg: RunConfig, runs: str, num_gpus: float = 0.0) -> Any:
 
     ledger = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle) / "ledger.sqlite"
     actor = ray.remote(OracleService).options(num_cpus=0, num_gpus=num_gpus)
-    return actor.remote(cfg.env_id, cfg.make_env_kwargs(), str(ledger))
+    return actor.remote(cfg.env_id, cfg.make_env_kwargs(), str(ledger), cfg.identity())
 
 
 def run_job(cfg_dict: dict[str, Any], runs: str, tensorboard_log: str | None, command: str,

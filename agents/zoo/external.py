@@ -79,7 +79,7 @@ def evaluate_external(model: str | Path, env_id: str, seeds: list[int], *,
     """Evaluate ``model`` on ``env_id`` for each seed into external run folders; returns
     the eval records."""
     from agents.zoo.config import resolve
-    from agents.zoo.run import _evaluate, _make, check_eval_options
+    from agents.zoo.run import _evaluate, _make, check_eval_options, record
 
     name = name or Path(str(model).rstrip("/")).name
     if not _NAME.match(name):
@@ -103,6 +103,7 @@ def evaluate_external(model: str | Path, env_id: str, seeds: list[int], *,
         folder = _folder(runs, env_id, name, seed, oracle)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "eval.json", result)
+        record(folder, "eval.json")
         (folder / "source.json").write_text(json.dumps(
             {"model": str(model), "env_kwargs": cfg.make_env_kwargs(), "eval": cfg.eval},
             indent=1, default=str))
@@ -126,6 +127,9 @@ def external_results(runs: str | Path, env_id: str, seeds: list[int],
             f = model_dir / f"seed{seed}" / "eval.json"
             if not f.is_file():
                 continue
+            from agents.zoo.run import check_record
+
+            check_record(f.parent, "eval.json")
             r = read_json(f)
             bad = [k for k in ("objective", "gold_reward", "kl")
                    if not isinstance(r.get(k), (int, float)) or not math.isfinite(r[k])]

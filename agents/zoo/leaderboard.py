@@ -177,10 +177,39 @@ def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out
 
     ``versus``: agents every other agent is also compared with, paired by seed (a column
     each), besides pi0 and the best agent."""
-    from agents.zoo import plots
+    import os
+    import shutil
+
+    from filelock import FileLock
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written into a folder of its own, then each file moved into place (os.replace: atomic)
+    # under a lock, the table last: a failed or concurrent command never leaves a partial
+    # file, and the previous table stays until a complete one replaces it. Other files in
+    # the folder are left alone.
+    with FileLock(str(out) + ".lock"):
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            report = _write_leaderboard(env_id, results, tmp, runs=runs, command=command,
+                                        oracle=oracle, versus=versus)
+            out.mkdir(exist_ok=True)
+            last = ("leaderboard.json", "leaderboard.md")
+            for f in sorted(tmp.iterdir(), key=lambda f: (f.name in last, f.name)):
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["figures"] = [str(out / Path(f).name) for f in report["figures"]]
+    return report
+
+
+def _write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out: Path,
+                       *, runs: str | Path, command: str, oracle: str | None,
+                       versus: Sequence[str]) -> dict[str, Any]:
+    from agents.zoo import plots
+
     agg = aggregate(results)
     if not agg:
         raise RuntimeError("no finished runs to put on the leaderboard")

@@ -38,7 +38,7 @@ from typing import Any
 from agents.base import RunLogger
 from agents.files import read_json, read_yaml, write_json, write_text
 from agents.zoo.config import RunConfig
-from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
+from rlhf_env.errors import DataError, InvalidArgumentError, RLHFEnvError
 
 __all__ = ["RunExistsError", "RunLockedError", "MARKER", "run_dir", "train_run", "evaluate_run",
            "read_eval", "check_eval_options", "RunLock", "LocalBackend", "ServiceBackend",
@@ -81,9 +81,52 @@ def run_dir(runs: str | Path, env_id: str, agent: str, seed: Any,
     return folder
 
 
+RECORD = "RECORD.json"
+"""Digests of a run's ``config.yml``, ``eval.json`` and final ``policy/`` manifest."""
+_CHECKED = ("objective", "gold_reward", "kl")
+
+
+def record(folder: Path, *names: str) -> None:
+    """Add (or renew) the digests of ``names`` (files of the run folder) in its record."""
+    from agents.files import sha256_file
+
+    f = folder / RECORD
+    have = read_json(f) if f.is_file() else {}
+    have.update({n: sha256_file(folder / n) for n in names})
+    write_json(f, have)
+
+
+def check_record(folder: Path, name: str) -> None:
+    """Refuse ``name`` if it differs from the digest the run recorded for it."""
+    from agents.files import sha256_file
+
+    f = folder / RECORD
+    have = read_json(f) if f.is_file() else {}
+    if name not in have:
+        raise DataError(f"{folder / name} has no digest in {f.name}: it was not written by the "
+                        f"zoo (or by an older version); evaluate the run again (rlhf-zoo eval "
+                        f"{folder}) or --overwrite")
+    if sha256_file(folder / name) != have[name]:
+        raise DataError(f"{folder / name} was changed after the run wrote it (its SHA-256 "
+                        f"differs from {f.name}); evaluate the run again (rlhf-zoo eval {folder})")
+
+
 def read_eval(folder: str | Path) -> dict[str, Any] | None:
-    f = Path(folder) / "eval.json"
-    return read_json(f, f"Delete {f} to evaluate the run again.") if f.is_file() else None
+    """The run's ``eval.json`` (None before it is finished), its digest and values checked:
+    an edited file, or a metric that is missing or not finite, is a :class:`DataError`."""
+    import math
+
+    folder = Path(folder)
+    f = folder / "eval.json"
+    if not f.is_file():
+        return None
+    check_record(folder, "eval.json")
+    result = read_json(f, f"Delete {f} to evaluate the run again.")
+    bad = [k for k in _CHECKED if not isinstance(result.get(k), (int, float))
+           or isinstance(result.get(k), bool) or not math.isfinite(result[k])]
+    if bad:
+        raise DataError(f"{f} lacks a finite {', '.join(bad)}: evaluate the run again")
+    return result
 
 
 def check_eval_options(env_id: str, options: dict[str, Any]) -> None:
@@ -159,6 +202,7 @@ def _check_folder(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -
     if not resume:
         raise RunExistsError(
             f"{folder} exists; pass --resume to continue that run or --overwrite to start again")
+    check_record(folder, "config.yml")
     stored = RunConfig.from_dict(read_yaml(folder / "config.yml"))
     diff = [f.name for f in dataclasses.fields(cfg)
             if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in _NOT_RESUMABLE_DIFFS]
@@ -226,7 +270,7 @@ class LocalBackend:
         from rlhf_env.oracles.ledger import DurableLedger
 
         self.cfg = cfg
-        self.ledger = DurableLedger(folder / "ledger.sqlite")
+        self.ledger = DurableLedger(folder / "ledger.sqlite", identity=cfg.identity())
         self.env = _make(cfg, self.ledger)
 
     def open(self, command: str) -> None:
@@ -330,6 +374,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             import yaml
 
             write_text(folder / "config.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            record(folder, "config.yml")
         with (folder / "command.txt").open("a") as f:
             f.write(command + "\n")
         backend.open(command)
@@ -338,14 +383,18 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
         agent.logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=1) + "\n```")
 
+        # the zoo's evaluations go to a writer of their own: the same files, never the
+        # agent's logger (whose history the agent can read while it learns)
+        evals = RunLogger(tb, jsonl=folder / "metrics.jsonl")
+
         def on_iteration(a: Any, info: dict[str, Any]) -> Any:
             t = int(info.get("iteration", 0))
             if cfg.eval_every and (t + 1) % cfg.eval_every == 0:
                 m = backend.evaluate(a.policy, final=False)
                 if a.reward_model is not None:  # over-optimisation: proxy vs gold
                     m.update(backend.diagnose(a.reward_model, a.policy))
-                a.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
-                              "oracle/queries_paid": backend.counts()["used"]}, a.global_step)
+                evals.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
+                           "oracle/queries_paid": backend.counts()["used"]}, a.global_step)
             return callback(a, info) if callback is not None else None
 
         ckpt = folder / "checkpoint"
@@ -355,8 +404,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         try:
             if resume_from is None and cfg.eval_every:  # pi0's point on the queries curve
                 m = backend.evaluate(env.unwrapped.reference, final=False)
-                agent.logger.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
-                                  "oracle/queries_paid": 0}, 0)
+                evals.log({**{f"eval/{k}": v for k, v in m.items() if "/" not in k},
+                           "oracle/queries_paid": 0}, 0)
             agent.learn(on_iteration, resume_from=resume_from)
             status = "done"
         except KeyboardInterrupt:
@@ -367,7 +416,11 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         finally:
             backend.end(status)
             agent.logger.close()
+            evals.close()
         agent.save(folder)
+        from agents.files import write_manifest
+
+        write_manifest(folder / "policy")
         result: dict[str, Any] = dict(backend.evaluate(agent.policy))
         if agent.reward_model is not None:
             result.update(backend.diagnose(agent.reward_model, agent.policy))
@@ -381,6 +434,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
                        "seed": cfg.seed, "oracle": cfg.oracle or "bt",
                        "oracle_config": env.unwrapped.oracle_config})
         write_json(folder / "eval.json", result)
+        record(folder, "eval.json")
         backend.close()
         final = RunLogger(tb)  # the HPARAMS tab: config beside the final metrics
         final.hparams({"env_id": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
@@ -405,6 +459,11 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
     check_eval_options(cfg.env_id, eval_options)
     cfg.eval = {**cfg.eval, **eval_options}
     env = _make(cfg)
+    from agents.files import verify_manifest
+
+    check_record(folder, "config.yml")
+    verify_manifest(folder / "policy", f"The run's final policy was changed; train it again "
+                                       f"(--overwrite) ({folder})")
     metrics = _evaluate(load_policy(folder / "policy", base=env.unwrapped.reference), env, cfg)
     old = read_eval(folder) or {}
     keep = {k: old[k] for k in ("queries_used", "query_budget", "queries_replayed", "wall_s",
@@ -412,4 +471,5 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
                                 "offline_labels") if k in old}
     result = {**metrics, **keep}
     write_json(folder / "eval.json", result)
+    record(folder, "eval.json")
     return result

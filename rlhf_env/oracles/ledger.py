@@ -208,13 +208,28 @@ class DurableLedger(QueryLedger):
     locked); ``budget`` may be left None and is then set, once, by the env the ledger
     is given to. Opening a database made with another budget is an error.
 
+    **Bound and checked.** ``identity`` (the zoo passes the run's env id, agent, seed,
+    oracle and a digest of the env's options) is written into a new database and compared
+    on every later open: a ledger copied from another run is refused. Every committed batch
+    extends a running SHA-256 over the batches and their queries (stored with the count in
+    the database, in the same transaction): on open the chain is recomputed, so an edited,
+    deleted or added row is refused. A seal beside the database (``<file>.seal``: batches
+    and chain, rewritten after each commit) catches a database deleted or replaced by an
+    older copy after labels were paid. A refused ledger names what differs; nothing is
+    repaired silently.
+
     Args:
         path: the database file (``<run>/ledger.sqlite``).
         budget: the query budget, or None to take the env's.
+        identity: a JSON-serialisable mapping naming the run (see above), or None.
     """
 
-    def __init__(self, path: str | Path, budget: int | None = None) -> None:
+    def __init__(self, path: str | Path, budget: int | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
         super().__init__(0 if budget is None else budget)
+        self.identity = None if identity is None else json.loads(json.dumps(identity,
+                                                                            sort_keys=True))
+        self._chain, self._batches = "", 0
         self.path = Path(path)
         self._budget_set = budget is not None
         self._db: sqlite3.Connection | None = None
@@ -255,6 +270,8 @@ class DurableLedger(QueryLedger):
                 raise InvalidArgumentError(
                     f"{self.path} records a run with a query budget of {row[0]}, not "
                     f"{self._budget}: resume it with the same options (or --overwrite)")
+            self._check_identity(db)
+            self._check_chain(db)
             used = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()[0]
             replayable: dict[str, list[tuple[int, int]]] = {}
             for batch_id, key, n in db.execute("SELECT id, key, n FROM batches ORDER BY id"):
@@ -264,7 +281,90 @@ class DurableLedger(QueryLedger):
                 f"{self.path} is not a readable ledger ({e}); the run's record of paid labels is "
                 "lost or damaged: start the run again with --overwrite") from e
         self._db, self._used, self._replayable = db, int(used), replayable
+        self._write_seal()
         return self
+
+    # -- binding -----------------------------------------------------------------------------
+    def _check_identity(self, db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        if self.identity is None:
+            return
+        if row is None:
+            if db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]:
+                raise DataError(f"{self.path} holds paid labels but no run identity: it was "
+                                "not written for this run; start it again with --overwrite")
+            db.execute("INSERT INTO meta VALUES ('identity', ?)",
+                       (json.dumps(self.identity, sort_keys=True),))
+            return
+        stored = json.loads(row[0])
+        if stored != self.identity:
+            diff = sorted(k for k in set(stored) | set(self.identity)
+                          if stored.get(k) != self.identity.get(k))
+            raise DataError(
+                f"{self.path} is the ledger of another run ({', '.join(f'{k}: {stored.get(k)!r}' for k in diff)}; "
+                f"this run: {', '.join(f'{k}: {self.identity.get(k)!r}' for k in diff)}); "
+                "a ledger is never shared between runs")
+
+    @staticmethod
+    def _link(chain: str, db: sqlite3.Connection, batch: tuple) -> str:
+        batch_id = batch[0]
+        h = hashlib.sha256(chain.encode())
+        h.update(json.dumps([str(v) for v in batch], ensure_ascii=True).encode())
+        for q in db.execute("SELECT i, prompt, response_1, response_2, answer FROM queries "
+                            "WHERE batch=? ORDER BY i", (batch_id,)):
+            h.update(json.dumps([str(v) for v in q], ensure_ascii=True).encode())
+        return h.hexdigest()
+
+    def _check_chain(self, db: sqlite3.Connection) -> None:
+        seal = self._read_seal()
+        chain, count, at_seal = "", 0, None
+        for batch in db.execute("SELECT id, kind, n, key, oracle, answers, rng_state FROM "
+                                "batches ORDER BY id").fetchall():
+            chain, count = self._link(chain, db, batch), count + 1
+            if seal and count == seal["batches"]:
+                at_seal = chain
+        stored = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('chain', "
+                                 "'batches')").fetchall())
+        if stored:
+            if int(stored.get("batches", -1)) != count or stored.get("chain") != chain:
+                raise DataError(
+                    f"{self.path} was edited after it was written: its {count} answered "
+                    f"batches do not reproduce the recorded digest of "
+                    f"{stored.get('batches')} batches (a row changed, added or deleted). Its "
+                    "record of paid labels cannot be trusted: start the run again with "
+                    "--overwrite")
+        elif count:
+            raise DataError(f"{self.path} holds {count} batches without their digest: it was "
+                            "not written by this version, or was edited")
+        if seal and seal["batches"] > 0 and (count < seal["batches"] or at_seal != seal["chain"]):
+            raise DataError(
+                f"{self.path} holds {count} answered batches, but {self._seal_path()} records "
+                f"{seal['batches']} paid ones ({seal['used']} queries): the ledger was deleted "
+                "or replaced after labels were paid. Restore it, or start the run again with "
+                "--overwrite")
+        self._chain, self._batches = chain, count
+
+    def _seal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".seal")
+
+    def _read_seal(self) -> dict[str, Any] | None:
+        f = self._seal_path()
+        if not f.is_file():
+            return None
+        try:
+            seal = json.loads(f.read_text())
+            return {"batches": int(seal["batches"]), "chain": str(seal["chain"]),
+                    "used": int(seal.get("used", 0))}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{f} is damaged ({e}); delete it only if the ledger beside it is "
+                            "the run's own") from e
+
+    def _write_seal(self) -> None:
+        f = self._seal_path()
+        tmp = f.with_name(f.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"batches": self._batches, "chain": self._chain,
+                                   "used": self._used}))
+        tmp.replace(f)
 
     def begin_session(self, **info: Any) -> int:
         """Record a new session (and mark sessions of dead processes as killed); its id."""
@@ -350,7 +450,13 @@ class DurableLedger(QueryLedger):
                         [(cur.lastrowid, i, str(p), str(a), None if b is None else str(b), ans)
                          for i, (p, a, b, ans) in enumerate(zip(prompts, responses[0], second,
                                                                  per_query))])
+                    chain = self._link(self._chain, db, (cur.lastrowid, kind, n, key, oracle,
+                                                         batch_json, state))
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('chain', ?)", (chain,))
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('batches', ?)",
+                               (str(self._batches + 1),))
                     db.execute("COMMIT")
+                    self._chain, self._batches = chain, self._batches + 1
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
@@ -358,6 +464,8 @@ class DurableLedger(QueryLedger):
             self._release(n, answered=False)
             raise
         self._release(n, answered=True)
+        with self._lock:
+            self._write_seal()
         return answers
 
     def __repr__(self) -> str:
