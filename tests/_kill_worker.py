@@ -8,6 +8,8 @@ POINT is where the process kills itself (``kill -9``, so no handler or ``finally
   labels, no checkpoint file of that round exists yet;
 * ``mid_save``: during the N-th policy save, after half of a weights file is written;
 * ``between_rounds``: right after the N-th round is checkpointed as complete;
+* ``pairs_digest``: at the N-th pairs file, after its digest is written and before the
+  table is renamed into place (write_pairs' own kill window);
 * ``hold``: sleep N seconds in the first round (holding the run's lock), then carry on.
 """
 
@@ -63,6 +65,17 @@ def main() -> int:
                 die()
 
         checkpoint.Checkpointer.complete = complete
+    elif point == "pairs_digest":
+        import agents.files as files
+
+        original_text = files.write_text
+
+        def write_text(path, text):
+            original_text(path, text)
+            if str(path).endswith("pairs.parquet.sha256") and armed():
+                die()
+
+        files.write_text = write_text
     elif point == "hold":
         original_fit = Agent.learn
 

@@ -49,7 +49,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("point, n", [("after_answer", 2), ("mid_save", 2),
-                                      ("between_rounds", 1)])
+                                      ("between_rounds", 1), ("pairs_digest", 2)])
 def test_sigkill_then_resume_pays_each_label_once(tmp_path, uninterrupted, point, n):
     out = killed(point, n, TRAIN, tmp_path)
     assert out.returncode == -9, out.stderr[-2000:]
