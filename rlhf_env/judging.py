@@ -18,22 +18,24 @@ makes any reach visible in review.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
+from rlhf_env.errors import InvalidArgumentError, PrivilegedAttributeError, RLHFEnvError
 from rlhf_env.instance import ProblemInstance
 from rlhf_env.oracles import Oracle, RewardFn
 from rlhf_env.oracles.base import finite_rewards
 from rlhf_env.policies import TabularPolicy
 from rlhf_env.policies.closed_forms import gibbs_log_probs
 
-__all__ = ["Judge", "judge", "attach", "instance_of"]
+__all__ = ["Judge", "judge", "attach", "instance_of", "unsealed"]
 
 _JUDGES: weakref.WeakKeyDictionary[ProblemInstance, Judge] = weakref.WeakKeyDictionary()
 
@@ -142,9 +144,44 @@ def instance_of(env: Any) -> ProblemInstance:
     return inst
 
 
+_OPEN = threading.local()  # per thread: the ledgers whose seal is open in this thread
+
+
+@contextlib.contextmanager
+def unsealed(env: Any, token: str) -> Iterator[None]:
+    """Within: :func:`judge` (so :func:`rlhf_env.evaluate`, the diagnostics, the oracle
+    report, J(pi*)) answers for ``env``'s sealed instance, in this thread only.
+
+    The zoo seals every run's ledger with a fresh token (:meth:`QueryLedger.seal`) and
+    evaluates inside this context; an agent, which runs outside it, gets a
+    :class:`PrivilegedAttributeError` from any of those calls, as from any env re-made from
+    the live env's spec (it shares the sealed ledger).
+    """
+    ledger = instance_of(env).ledger
+    if not ledger.opens(token):
+        raise PrivilegedAttributeError("that is not the token this env was sealed with")
+    opened = getattr(_OPEN, "ledgers", None)
+    if opened is None:
+        opened = _OPEN.ledgers = []
+    opened.append(ledger)
+    try:
+        yield
+    finally:
+        opened.remove(ledger)
+
+
 def judge(env: Any) -> Judge:
-    """The :class:`Judge` of the instance behind ``env`` (evaluation and analysis only)."""
+    """The :class:`Judge` of the instance behind ``env`` (evaluation and analysis only).
+
+    A sealed instance (a zoo run's) answers only inside :func:`unsealed`."""
     inst = instance_of(env)
     if inst not in _JUDGES:
         raise RLHFEnvError(f"{inst.name} has no judge (it was not made by an rlhf_env env)")
+    ledger = inst.ledger
+    if getattr(ledger, "sealed", False) and not any(
+            led is ledger for led in getattr(_OPEN, "ledgers", None) or ()):
+        raise PrivilegedAttributeError(
+            f"{inst.name} is sealed: it belongs to a zoo run, whose harness evaluates it; the "
+            "judge (gold reward, evaluation, diagnostics, the oracle report) is not reachable "
+            "from the agent's side. Make an env of your own to evaluate outside a run")
     return _JUDGES[inst].hold()

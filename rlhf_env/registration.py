@@ -233,7 +233,14 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     """
     env_id = spec(env_id).id  # clear error for unknown ids before Gymnasium sees them
     name = f"{GYM_NAMESPACE}/{env_id}"
-    return gym.make(name, **kwargs)
+    env = gym.make(name, **kwargs)
+    # an env re-made from this env's spec is another view of the same budget, not a fresh
+    # one: the spec names the ledger (and so carries a sealed run's seal along)
+    inst = getattr(env.unwrapped, "instance", None)
+    if inst is not None and "ledger" in spec(env_id).valid_kwargs():
+        for s in {id(x): x for x in (env.spec, env.unwrapped.spec) if x is not None}.values():
+            s.kwargs["ledger"] = inst.ledger
+    return env
 
 
 def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> Any:

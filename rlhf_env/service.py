@@ -64,7 +64,7 @@ class OracleService:
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None,
                  ledger_path: str | None = None,
-                 identity: dict[str, Any] | None = None) -> None:
+                 identity: dict[str, Any] | None = None, token: str | None = None) -> None:
         import rlhf_env
 
         self.ledger = DurableLedger(ledger_path, identity=identity) if ledger_path else None
@@ -73,6 +73,16 @@ class OracleService:
             kwargs["ledger"] = self.ledger
         self.env = rlhf_env.make(env_id, **kwargs)
         self.instance = self.env.unwrapped.instance
+        self._token = token
+        if token is not None:  # evaluate and diagnose answer only with the token
+            self.instance.ledger.seal(token)
+
+    def _judged(self, token: str | None) -> Any:
+        import contextlib
+
+        from rlhf_env.judging import unsealed
+
+        return unsealed(self.env, token) if self._token is not None else contextlib.nullcontext()
 
     # -- the durable record ---------------------------------------------------------------
     def open_ledger(self, command: str = "") -> int:
@@ -122,17 +132,21 @@ class OracleService:
         return {"used": ledger.used, "budget": ledger.budget, "available": ledger.available,
                 "replayed": getattr(ledger, "replayed", 0)}
 
-    def evaluate(self, policy: Any, options: dict[str, Any] | None = None) -> dict[str, float]:
-        """:func:`rlhf_env.evaluate` of ``policy`` here, where the judge is."""
+    def evaluate(self, policy: Any, options: dict[str, Any] | None = None,
+                 token: str | None = None) -> dict[str, float]:
+        """:func:`rlhf_env.evaluate` of ``policy`` here, where the judge is (a sealed service:
+        only with its token, which the zoo's harness holds and the agent's env view does not)."""
         from rlhf_env.evaluation import evaluate
 
-        return evaluate(policy, self.env, **(options or {}))
+        with self._judged(token):
+            return evaluate(policy, self.env, **(options or {}))
 
-    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
+    def diagnose(self, reward_fn: Any, policy: Any, token: str | None = None) -> dict[str, float]:
         """The learned reward's proxy reward on ``policy`` and its agreement with gold."""
         from rlhf_env.diagnostics import reward_diagnostics
 
-        return reward_diagnostics(reward_fn, policy, self.env)
+        with self._judged(token):
+            return reward_diagnostics(reward_fn, policy, self.env)
 
 
 class ServiceLedger(QueryLedger):

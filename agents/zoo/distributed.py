@@ -73,11 +73,13 @@ class RayClient:
     def counts(self) -> dict[str, int]:
         return self._call("counts")
 
-    def evaluate(self, policy: Any, options: dict[str, Any]) -> dict[str, float]:
-        return self._call("evaluate", policy, options)
+    def evaluate(self, policy: Any, options: dict[str, Any], token: str | None = None
+                 ) -> dict[str, float]:
+        return self._call("evaluate", policy, options, token)
 
-    def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
-        return self._call("diagnose", reward_fn, policy)
+    def diagnose(self, reward_fn: Any, policy: Any, token: str | None = None
+                 ) -> dict[str, float]:
+        return self._call("diagnose", reward_fn, policy, token)
 
     def open_ledger(self, command: str) -> int:
         return self._call("open_ledger", command)
@@ -89,14 +91,16 @@ class RayClient:
         return self._call("sessions")
 
 
-def oracle_service(cfg: RunConfig, runs: str, num_gpus: float = 0.0) -> Any:
-    """A Ray actor holding ``cfg``'s env, with its durable ledger in the run folder."""
+def oracle_service(cfg: RunConfig, runs: str, num_gpus: float = 0.0,
+                   token: str | None = None) -> Any:
+    """A Ray actor holding ``cfg``'s env, with its durable ledger in the run folder (sealed
+    with ``token``: its evaluations answer only with it)."""
     ray = require_ray()
     from rlhf_env.service import OracleService
 
     ledger = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle) / "ledger.sqlite"
     actor = ray.remote(OracleService).options(num_cpus=0, num_gpus=num_gpus)
-    return actor.remote(cfg.env_id, cfg.make_env_kwargs(), str(ledger), cfg.identity())
+    return actor.remote(cfg.env_id, cfg.make_env_kwargs(), str(ledger), cfg.identity(), token)
 
 
 def run_job(cfg_dict: dict[str, Any], runs: str, tensorboard_log: str | None, command: str,
@@ -106,10 +110,13 @@ def run_job(cfg_dict: dict[str, Any], runs: str, tensorboard_log: str | None, co
     ``sealed``: the env lives in an oracle-service actor this task starts (and that dies
     with it); this process only holds a view.
     """
+    import secrets
+
     cfg = RunConfig.from_dict(cfg_dict)
-    client = RayClient(oracle_service(cfg, runs, oracle_gpus)) if sealed else None
+    token = secrets.token_hex(16) if sealed else None
+    client = RayClient(oracle_service(cfg, runs, oracle_gpus, token)) if sealed else None
     return train_run(cfg, runs, resume=True, tensorboard_log=tensorboard_log, progress=False,
-                     command=command, service=client)
+                     command=command, service=client, service_token=token)
 
 
 def measured_wall(cfg: RunConfig, runs: str) -> float | None:

@@ -267,11 +267,16 @@ class LocalBackend:
     """The env, its durable ledger (``<run>/ledger.sqlite``) and the judge in this process."""
 
     def __init__(self, cfg: RunConfig, folder: Path) -> None:
+        import secrets
+
         from rlhf_env.oracles.ledger import DurableLedger
 
         self.cfg = cfg
         self.ledger = DurableLedger(folder / "ledger.sqlite", identity=cfg.identity())
         self.env = _make(cfg, self.ledger)
+        # the run is sealed: only this backend's evaluations reach the judge
+        self._token = secrets.token_hex(16)
+        self.ledger.seal(self._token)
 
     def open(self, command: str) -> None:
         self.ledger.open()
@@ -281,12 +286,17 @@ class LocalBackend:
         self.ledger.end_session(status)
 
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
-        return _evaluate(policy, self.env, self.cfg, final)
+        from rlhf_env.judging import unsealed
+
+        with unsealed(self.env, self._token):
+            return _evaluate(policy, self.env, self.cfg, final)
 
     def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
         from rlhf_env.diagnostics import reward_diagnostics
+        from rlhf_env.judging import unsealed
 
-        return reward_diagnostics(reward_fn, policy, self.env)
+        with unsealed(self.env, self._token):
+            return reward_diagnostics(reward_fn, policy, self.env)
 
     def counts(self) -> dict[str, int]:
         return {"used": self.ledger.used, "budget": self.ledger.budget,
@@ -304,10 +314,10 @@ class ServiceBackend:
     ``client``: the oracle, the durable ledger and the judge live there (a sealed run: this
     process never holds the gold reward); evaluation happens there too."""
 
-    def __init__(self, cfg: RunConfig, client: Any) -> None:
+    def __init__(self, cfg: RunConfig, client: Any, token: str | None = None) -> None:
         from rlhf_env.service import connect
 
-        self.cfg, self.client = cfg, client
+        self.cfg, self.client, self._token = cfg, client, token
         self.env = connect(client)
 
     def open(self, command: str) -> None:
@@ -317,10 +327,11 @@ class ServiceBackend:
         self.client.end_session(status)
 
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
-        return self.client.evaluate(policy, _eval_options(self.env, self.cfg, final))
+        return self.client.evaluate(policy, _eval_options(self.env, self.cfg, final),
+                                    self._token)
 
     def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
-        return self.client.diagnose(reward_fn, policy)
+        return self.client.diagnose(reward_fn, policy, self._token)
 
     def counts(self) -> dict[str, int]:
         return self.client.counts()
@@ -340,8 +351,12 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
               overwrite: bool = False, tensorboard_log: str | Path | None = None,
               progress: bool | None = None, command: str = "",
               callback: Callable[[Any, dict[str, Any]], Any] | None = None,
-              service: Any = None) -> dict[str, Any]:
+              service: Any = None, service_token: str | None = None) -> dict[str, Any]:
     """Train (or finish) one run and return its ``eval.json``; see the module docstring.
+
+    The run is **sealed**: its env's judge answers only the harness's evaluations (a token
+    the agent never sees; :func:`rlhf_env.judging.unsealed`), so ``rlhf_env.evaluate``,
+    the diagnostics and the oracle report called from inside the agent are refused.
 
     ``service``: a client of an :class:`rlhf_env.service.OracleService` holding this run's
     env and ledger (a sealed run); None makes the env here.
@@ -356,7 +371,8 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
     continuing = _check_folder(folder, cfg, resume, overwrite)
     if continuing and (done := read_eval(folder)) is not None:
         return done
-    backend = ServiceBackend(cfg, service) if service is not None else LocalBackend(cfg, folder)
+    backend = (ServiceBackend(cfg, service, service_token) if service is not None
+               else LocalBackend(cfg, folder))
     env = backend.env
     cls = agents.get(cfg.agent)
     agent = cls(env, **cfg.hyperparams, seed=cfg.seed, progress=progress,

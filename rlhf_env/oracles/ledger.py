@@ -141,6 +141,29 @@ class QueryLedger:
         """Start a session (a process working on the run); returns its id (0 in memory)."""
         return 0
 
+    # -- the seal ------------------------------------------------------------------------------
+    def seal(self, token: str) -> None:
+        """Seal the instance(s) charged to this ledger: from now on the judge answers only
+        inside :func:`rlhf_env.judging.unsealed` with ``token`` (the zoo seals every run, so
+        that nothing in the agent's process evaluates for free). A ledger is sealed once."""
+        if not isinstance(token, str) or len(token) < 16:
+            raise InvalidArgumentError("a seal token is a string of at least 16 characters")
+        if getattr(self, "_seal_token", None) not in (None, token):
+            raise InvalidArgumentError("this ledger is already sealed with another token")
+        self._seal_token = token
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the judge of the instances charged to this ledger is sealed."""
+        return getattr(self, "_seal_token", None) is not None
+
+    def opens(self, token: Any) -> bool:
+        """Whether ``token`` is this ledger's seal token."""
+        import hmac
+
+        own = getattr(self, "_seal_token", None)
+        return own is not None and isinstance(token, str) and hmac.compare_digest(own, token)
+
     def end_session(self, status: str) -> None:
         """Close the current session with ``status`` (``done``, ``interrupted``, ...)."""
 
