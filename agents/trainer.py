@@ -15,6 +15,11 @@ With ``rpo_alpha > 0`` the loss adds rpo_alpha times the per-token negative
 log-likelihood of the chosen response (RPO: Pang et al. 2024; Liu et al. 2024),
 which keeps DPO from moving probability onto responses it never saw.
 
+With ``xpo_alpha > 0`` the loss of pair i adds xpo_alpha * log pi(xpo_samples[i] | x_i),
+the summed log-probability of the pair's reference sample (XPO's optimism term, Xie et
+al. 2024, Algorithm 1; TRL's XPO added ``alpha * policy_logps`` of the reference
+completion); a pair whose sample is None gets no term.
+
 Batches (TRL's convention): each optimiser step sees
 ``per_device_train_batch_size x gradient_accumulation_steps x processes`` pairs;
 each process takes its share and processes it in micro-batches of
@@ -100,6 +105,7 @@ def accumulate_gradients(
     ref_r: torch.Tensor, *, beta: float, loss_type: str, label_smoothing: float,
     soft: torch.Tensor | None, micro_batch_size: int, batch_len: int, rpo_alpha: float = 0.0,
     ipo_average: bool = True, max_length: int | None = None, max_prompt_length: int | None = None,
+    xpo_alpha: float = 0.0, xpo_samples: list | None = None,
 ) -> dict[str, float]:
     """Backward the loss of pairs ``idx`` in micro-batches, each scaled by 1/``batch_len``.
 
@@ -134,11 +140,25 @@ def accumulate_gradients(
             nll = nll_loss(pi_c, n_c)
             losses = losses + rpo_alpha * nll
             sums["nll"] = sums.get("nll", 0.0) + float(nll.detach().sum())
+        if xpo_alpha and xpo_samples is not None:
+            losses = losses + xpo_alpha * xpo_term(policy, prompts, [xpo_samples[i] for i in mb],
+                                                   losses)
         (losses.sum() / batch_len).backward()
         sums["loss"] = sums.get("loss", 0.0) + float(losses.detach().sum())
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(mb)
     return sums
+
+
+def xpo_term(policy: Policy, prompts: list[str], samples: list, like: torch.Tensor
+             ) -> torch.Tensor:
+    """log pi(sample_i | x_i) per pair, 0 where the sample is None; shape of ``like``."""
+    out = torch.zeros_like(like)
+    idx = [i for i, a in enumerate(samples) if a is not None]
+    if idx:
+        lp = policy.log_prob([prompts[i] for i in idx], [samples[i] for i in idx])
+        out = out.index_put((torch.tensor(idx, device=out.device),), lp.to(out))
+    return out
 
 
 def train_preferences(
@@ -165,8 +185,14 @@ def train_preferences(
     accelerator: Any = None,
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    xpo_alpha: float = 0.0,
+    xpo_samples: list | None = None,
 ) -> TrainResult:
     """Minimise the preference loss over ``data`` for ``epochs`` passes; see the module docstring."""
+    if xpo_samples is not None:
+        if len(xpo_samples) != len(data):
+            raise ValueError(f"xpo_samples has {len(xpo_samples)} entries for {len(data)} pairs")
+        xpo_samples = [a for a, c, r in zip(xpo_samples, data.chosen, data.rejected) if c != r]
     data, ties = data.without_ties()
     if len(data) == 0:
         return TrainResult(0, ties, {})
@@ -200,7 +226,8 @@ def train_preferences(
                 policy, data, mine, ref_c, ref_r, beta=beta, loss_type=loss_type,
                 label_smoothing=label_smoothing, soft=soft, micro_batch_size=mbs,
                 batch_len=len(batch), rpo_alpha=rpo_alpha, ipo_average=ipo_average,
-                max_length=max_length, max_prompt_length=max_prompt_length)
+                max_length=max_length, max_prompt_length=max_prompt_length,
+                xpo_alpha=xpo_alpha, xpo_samples=xpo_samples)
             if acc.num_processes > 1:
                 for p in params:
                     if p.grad is None:

@@ -63,3 +63,68 @@ def test_the_controls_spend_exactly_the_budget_and_beat_pi0(name):
     agent = agents.make(name, env).learn()
     assert env.unwrapped.queries_used == 256
     assert rlhf_env.evaluate(agent.policy, env)["normalized_score"] > 0.2
+
+
+def test_the_xpo_term_is_alpha_log_pi_of_the_reference_sample():
+    """One pair (chosen a, rejected b, a~ = b): loss = -log sigmoid(beta h) + alpha log pi(b),
+    h = log pi(a)/pi0(a) - log pi(b)/pi0(b); the gradient matches autograd of that formula."""
+    import torch
+
+    from agents.data import PreferenceData
+    from agents.trainer import accumulate_gradients
+    from rlhf_env.policies import Catalog, TabularPolicy
+
+    cat = Catalog(["x"], ["a", "b", "c"])
+    ref_logits = torch.tensor([[0.3, -0.2, 0.1]], dtype=torch.float64)
+    pi = TabularPolicy(cat, torch.tensor([[0.5, 0.1, -0.4]], dtype=torch.float64))
+    ref = TabularPolicy(cat, ref_logits)
+    data = PreferenceData(["x"], ["a"], ["b"])
+    beta, alpha = 0.7, 0.05
+    rc, rr = ref.log_prob(["x"], ["a"]).detach(), ref.log_prob(["x"], ["b"]).detach()
+    accumulate_gradients(pi, data, [0], rc.double(), rr.double(), beta=beta, loss_type="sigmoid",
+                         label_smoothing=0.0, soft=None, micro_batch_size=1, batch_len=1,
+                         xpo_alpha=alpha, xpo_samples=["b"])
+    theta = pi.theta.detach().clone().requires_grad_(True)
+    lp = torch.log_softmax(theta, -1)[0]
+    lr = torch.log_softmax(ref_logits, -1)[0]
+    h = (lp[0] - lr[0]) - (lp[1] - lr[1])
+    loss = -torch.nn.functional.logsigmoid(beta * h) + alpha * lp[1]
+    loss.backward()
+    torch.testing.assert_close(pi.theta.grad, theta.grad)
+
+
+@pytest.mark.parametrize("name", ["online_dpo", "xpo"])
+def test_online_dpo_and_xpo_spend_the_budget_and_learn(name):
+    env = rlhf_env.make("LinearBT-v0", seed=101, setting="online", query_budget=256)
+    agent = agents.make(name, env).learn()
+    assert env.unwrapped.queries_used == 256
+    assert rlhf_env.evaluate(agent.policy, env)["normalized_score"] > 0.5
+    if name == "xpo":
+        assert len(agent.explore_samples) == len(agent.data)
+        assert all(s in (c, r) for s, c, r in zip(agent.explore_samples, agent.data.chosen,
+                                                  agent.data.rejected))
+
+
+def test_the_recipes_train_on_what_they_say(monkeypatch):
+    from agents.algorithms.dpo import PreferenceAgent
+
+    seen = []
+    original = PreferenceAgent.train
+
+    def spy(self, policy, data, **kw):
+        seen.append((len(data), kw.get("reference")))
+        return original(self, policy, data, **kw)
+
+    monkeypatch.setattr(PreferenceAgent, "train", spy)
+    for recipe in ("rlhflow", "oaif"):
+        seen.clear()
+        env = rlhf_env.make("LinearBT-v0", seed=101, query_budget=96)  # hybrid: 128 offline
+        agent = agents.make("iterative_dpo", env, recipe=recipe, iterations=3).learn()
+        assert [n for n, _ in seen] == [128 + 32, 32, 32]  # round 0 with the offline data
+        refs = [r for _, r in seen]
+        assert refs[0] is None  # pi0
+        if recipe == "rlhflow":  # the previous iterate, frozen
+            assert refs[1] is not None and refs[2] is not None and refs[1] is not refs[2]
+        else:
+            assert refs[1] is None and refs[2] is None
+        assert agent.instance.queries_used == 96

@@ -56,14 +56,19 @@ def _references(path):
 
 def test_agents_never_reach_the_judge_or_the_gold_evaluation():
     """Nothing under agents/ imports the judge; only the zoo (which reports results) may call
-    rlhf_env.evaluate. An agent that needs the answer has to ask for it in plain sight."""
+    rlhf_env.evaluate, and open a sealed run's judge with the token it sealed it with
+    (rlhf_env.judging.unsealed). An agent that needs the answer has to ask for it in plain
+    sight."""
     banned = ("rlhf_env.judging", "rlhf_env.judge", "rlhf_env.Judge")
+    harness = ("rlhf_env.judging", "rlhf_env.judging.unsealed")  # the module, and this name
     offences = []
     for path in _python_files("agents"):
         rel = path.relative_to(ROOT).as_posix()
-        extra = () if rel.startswith("agents/zoo/") else ("rlhf_env.evaluate",
-                                                          "rlhf_env.evaluation")
+        zoo = rel.startswith("agents/zoo/")
+        extra = () if zoo else ("rlhf_env.evaluate", "rlhf_env.evaluation")
         for name, line in _references(path):
+            if zoo and name in harness:
+                continue
             if name.startswith(banned + extra):
                 offences.append(f"{rel}:{line} {name}")
     assert not offences, offences

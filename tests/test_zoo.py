@@ -25,16 +25,23 @@ TINY_LM = {
     "multi_step_rso": ["num_train_epochs=1", "n_candidates=2", "n_accepted=2", "n_prompts=4",
                        "schedule=[2.0, 1.0]"],
     "iterative_dpo": ["num_train_epochs=1", "iterations=2", "n_samples=2"],
+    "online_dpo": ["num_train_epochs=1", "iterations=2"],
+    "xpo": ["num_train_epochs=1", "iterations=2"],
     "ppo": ["iterations=1", "timesteps_per_iteration=32", "n_envs=2", "n_steps=8",
             "batch_size=8", "n_epochs=1", "reward_model.kind=neural", "reward_model.steps=20"],
 }
 # the finite-action agents (closed forms): LinearBT entries only
 FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "mle_gibbs_pi0",
-               "pessimistic_gibbs_pi0"}
+               "pessimistic_gibbs_pi0", "mle_gibbs_uniform", "pessimistic_gibbs_uniform",
+               "mle_gibbs_design", "pessimistic_gibbs_design", "thompson_gibbs"}
 TINY_LINEAR = {"ppo": ["timesteps_per_iteration=2048", "n_steps=512", "batch_size=512"],
                "gshf_online": ["iterations=2"], "gshf_hybrid": ["iterations=2"],
                "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": [],
-               "mle_gibbs_pi0": [], "pessimistic_gibbs_pi0": []}
+               "mle_gibbs_pi0": [], "pessimistic_gibbs_pi0": [], "mle_gibbs_uniform": [],
+               "pessimistic_gibbs_uniform": [], "mle_gibbs_design": [],
+               "pessimistic_gibbs_design": [], "thompson_gibbs": ["iterations=2"],
+               "online_dpo": ["iterations=2", "num_train_epochs=30"],
+               "xpo": ["iterations=2", "num_train_epochs=30"]}
 TINY_ENV = ["size=small", "n_train_prompts=16", "n_eval_prompts=4", "n_offline=8",
             "query_budget=8"]
 

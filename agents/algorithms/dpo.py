@@ -150,7 +150,8 @@ class PreferenceAgent(Agent):
     Config = DPOConfig
 
     def train(self, policy: Any, data: PreferenceData, *, beta: float | None = None,
-              seed_tag: int = 0, log_prefix: str = "train/", reference: Any = None) -> TrainResult:
+              seed_tag: int = 0, log_prefix: str = "train/", reference: Any = None,
+              xpo_alpha: float = 0.0, xpo_samples: list | None = None) -> TrainResult:
         """Train ``policy`` on ``data`` with the configured loss; advances ``global_step``."""
         c = self.config
         result = train_preferences(
@@ -163,7 +164,8 @@ class PreferenceAgent(Agent):
             learning_rate=c.learning_rate, weight_decay=c.weight_decay,
             max_grad_norm=c.max_grad_norm, seed=self.seed_for(7, seed_tag), logger=self.logger,
             step_offset=self.global_step, log_prefix=log_prefix, progress=c.progress,
-            max_length=c.max_length, max_prompt_length=c.max_prompt_length)
+            max_length=c.max_length, max_prompt_length=c.max_prompt_length,
+            xpo_alpha=xpo_alpha, xpo_samples=xpo_samples)
         self.global_step += result.steps
         return result
 

@@ -17,6 +17,20 @@ For t = 0..T-1, over m prompts drawn by the env:
    2024): start *and* reference are the previous iterate pi_t, and only the round's new
    pairs are trained on (round 0: from and against pi0, on the offline data too when
    ``use_offline``); the implicit reward that ranks samples stays beta * log(pi_t / pi0).
+   ``recipe="oaif"``: online DPO as Guo et al. (2024, "Direct Language Model Alignment
+   from Online AI Feedback", Algorithm 1) run it: continue from pi_t, reference pi0, on the
+   round's new pairs only.
+
+Enhancers: ``reference`` (a2 ~ pi0), ``temperature`` (pi_t at a higher temperature),
+``rejection_sampling`` (best vs worst of n), ``policy`` (a second sample of pi_t: OAIF's two
+on-policy samples).
+
+**XPO** (Xie et al. 2024, "Exploratory Preference Optimization", Algorithm 1): with
+``xpo_alpha`` = alpha > 0 and ``enhancer="reference"`` the loss adds the optimism term
+alpha * log pi(a~ | x) for the pair's reference sample a~ ~ pi0 (per pair, averaged like
+the DPO loss), which pushes probability away from what pi0 already plays. The term is
+unbounded below when a~ loses its pair, so alpha is small; the ``xpo`` agent is this
+recipe with warm starts on all the data so far, as the paper's argmin over D_t.
 
 The budget is spent exactly: T * m queries. Pairs with identical responses
 are queried (the count is kept exact) but carry no preference and are not fed
@@ -38,10 +52,11 @@ from agents.collect import check_budget
 from agents.data import PreferenceData
 from agents.reward_models import RewardModelConfig, fit_reward_model
 
-__all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS", "RECIPES"]
+__all__ = ["IterativeDPOConfig", "IterativeDPOAgent", "ENHANCERS", "RECIPES", "OnlineDPOAgent",
+           "XPOAgent"]
 
-ENHANCERS = ("reference", "temperature", "rejection_sampling")
-RECIPES = ("xiong", "rlhflow")
+ENHANCERS = ("reference", "temperature", "rejection_sampling", "policy")
+RECIPES = ("xiong", "rlhflow", "oaif")
 
 
 @dataclasses.dataclass
@@ -61,6 +76,7 @@ class IterativeDPOConfig(DPOConfig):
     warm_start: bool = False
     use_offline: bool = True
     recipe: str = "xiong"
+    xpo_alpha: float = 0.0
 
     def check(self) -> None:
         super().check()
@@ -70,9 +86,13 @@ class IterativeDPOConfig(DPOConfig):
               f"rs_reward must be 'implicit' or 'reward_model', got {self.rs_reward!r}")
         check(self.n_samples >= 2, f"n_samples must be >= 2, got {self.n_samples!r}")
         check(self.recipe in RECIPES, f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        check(not (self.recipe == "rlhflow" and self.warm_start),
-              "warm_start belongs to recipe='xiong'; recipe='rlhflow' always starts from the "
-              "previous iterate")
+        check(not (self.recipe != "xiong" and self.warm_start),
+              f"warm_start belongs to recipe='xiong'; recipe={self.recipe!r} always starts from "
+              "the previous iterate")
+        check(self.xpo_alpha >= 0, f"xpo_alpha must be >= 0, got {self.xpo_alpha!r}")
+        check(self.xpo_alpha == 0 or self.enhancer == "reference",
+              "xpo_alpha (XPO's optimism term) is defined on pi0's samples: it needs "
+              "enhancer='reference'")
         check(self.enhancer_temperature > 0, "enhancer_temperature must be > 0")
         m = self.prompts_per_iteration
         check(m is None or m >= 1, f"prompts_per_iteration must be >= 1, got {m!r}")
@@ -100,6 +120,8 @@ class IterativeDPOAgent(PreferenceAgent):
 
     def setup(self) -> None:
         self.m = self.config.per_round(self.instance)
+        if not hasattr(self, "explore_samples"):
+            self.explore_samples: list[str | None] = []
         self.estimates: dict[int, Any] = {}
         if self.start_round == 0:
             self.policy = self.new_policy()
@@ -117,27 +139,67 @@ class IterativeDPOAgent(PreferenceAgent):
     # -- one round ------------------------------------------------------------------------------
     def collect(self, t: int) -> PreferenceData:
         gen = self.generator(2, t)
-        return self.collector.pairs(self.m, self.seed_for(1, t),
-                                    lambda prompts: self.propose(prompts, gen, t))
+        proposed: list[tuple] = []
+
+        def propose(prompts: list[str]) -> tuple[list[str], list[str]]:
+            a1, a2 = self.propose(prompts, gen, t)
+            proposed.extend(zip(prompts, a1, a2))
+            return a1, a2
+
+        new = self.collector.pairs(self.m, self.seed_for(1, t), propose)
+        if self.config.xpo_alpha:
+            self.remember_reference_samples(new, proposed)
+        return new
 
     def fit(self, t: int, new: PreferenceData | None) -> dict[str, float]:
         assert new is not None
         agreement = self.agreement(new, t)  # the estimate before this round's training
         c = self.config
-        if c.recipe == "rlhflow" and t > 0:  # from and against pi_t, on the new pairs only
-            reference = self.policy.copy(frozen=True)
+        if c.recipe in ("rlhflow", "oaif") and t > 0:  # from pi_t, on the new pairs only
+            reference = self.policy.copy(frozen=True) if c.recipe == "rlhflow" else None
             self.policy = self.policy.trainable_copy()
-            self.train(self.policy, new, seed_tag=t, reference=reference)
-        elif c.recipe == "rlhflow":  # round 0: from and against pi0
+            self.train(self.policy, new, seed_tag=t, reference=reference,
+                       **self.optimism(new, t))
+        elif c.recipe in ("rlhflow", "oaif"):  # round 0: from and against pi0
             self.policy = self.new_policy()
             offline = self.offline if c.use_offline else PreferenceData()
-            self.train(self.policy, offline + new, seed_tag=t)
+            self.train(self.policy, offline + new, seed_tag=t,
+                       **self.optimism(offline + new, t, n_offline=len(offline)))
         else:
             self.policy = self.policy if c.warm_start else self.new_policy()
-            self.train(self.policy, self.all_data(), seed_tag=t)
+            data = self.all_data()
+            self.train(self.policy, data, seed_tag=t,
+                       **self.optimism(data, t, n_offline=len(data) - len(self.data)))
         return {"oracle/preference_agreement": agreement,
                 "oracle/identical_pairs": float(new.identical()),
                 "oracle/queries_paid_by_agent": float(self.collector.spent)}
+
+    # -- XPO's optimism term ------------------------------------------------------------------
+    def optimism(self, data: PreferenceData, t: int, n_offline: int = 0) -> dict[str, Any]:
+        """The trainer's XPO arguments for ``data`` (its last pairs the rounds' own, in
+        order; the first ``n_offline`` offline pairs carry no reference sample)."""
+        if not self.config.xpo_alpha:
+            return {}
+        own = self.explore_samples[-(len(data) - n_offline):] if len(data) > n_offline else []
+        return {"xpo_alpha": self.config.xpo_alpha,
+                "xpo_samples": [None] * n_offline + list(own)}
+
+    def remember_reference_samples(self, new: PreferenceData, proposed: list[tuple]) -> None:
+        """For each labelled pair, which of its responses pi0 drew (XPO's a~), matched in
+        order against the proposals (ties were dropped by the collector, order kept)."""
+        j = 0
+        for p, c, r in zip(new.prompts, new.chosen, new.rejected):
+            while j < len(proposed) and not (proposed[j][0] == p and {c, r} == {
+                    proposed[j][1], proposed[j][2]}):
+                j += 1
+            self.explore_samples.append(proposed[j][2] if j < len(proposed) else None)
+            j += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"explore_samples": list(self.explore_samples)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.explore_samples = list(state.get("explore_samples", []))
 
     # -- the main agent and the enhancer ------------------------------------------------------
     def implicit_reward(self, prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -186,6 +248,9 @@ class IterativeDPOAgent(PreferenceAgent):
                 a1.append(row[best])
                 a2.append(row[worst])
             return a1, a2
+        if c.enhancer == "policy":  # two on-policy samples (OAIF)
+            pairs = pi_t.sample(prompts, n=2, generator=gen)
+            return [r[0] for r in pairs], [r[1] for r in pairs]
         a1 = [r[0] for r in pi_t.sample(prompts, n=1, generator=gen)]
         if c.enhancer == "reference":
             a2 = [r[0] for r in ref.sample(prompts, n=1, generator=gen)]
@@ -193,3 +258,41 @@ class IterativeDPOAgent(PreferenceAgent):
             a2 = [r[0] for r in pi_t.sample(prompts, n=1, temperature=c.enhancer_temperature,
                                             generator=gen)]
         return a1, a2
+
+
+@dataclasses.dataclass
+class OnlineDPOConfig(IterativeDPOConfig):
+    """OAIF's defaults: two on-policy samples, a DPO step on each round's pairs from the
+    previous iterate with pi0 as the reference, online labels only."""
+
+    iterations: int = 8
+    enhancer: str = "policy"
+    recipe: str = "oaif"
+    use_offline: bool = False
+
+
+@register_agent("online_dpo")
+class OnlineDPOAgent(IterativeDPOAgent):
+    """Online DPO / OAIF (Guo et al. 2024, arXiv 2402.04792, Algorithm 1)."""
+
+    Config = OnlineDPOConfig
+    description = "online DPO (OAIF): two on-policy samples labelled, a DPO step on them"
+
+
+@dataclasses.dataclass
+class XPOConfig(IterativeDPOConfig):
+    """XPO's defaults: pi_t against a pi0 sample, the optimism term alpha log pi(a~), warm
+    starts on all the data so far (the paper's argmin over D_t)."""
+
+    enhancer: str = "reference"
+    warm_start: bool = True
+    xpo_alpha: float = 1e-3
+    use_offline: bool = False
+
+
+@register_agent("xpo")
+class XPOAgent(IterativeDPOAgent):
+    """Exploratory Preference Optimization (Xie et al. 2024, arXiv 2405.21046, Algorithm 1)."""
+
+    Config = XPOConfig
+    description = "XPO: DPO plus the optimism term alpha log pi(a~) on pi0's samples"

@@ -79,7 +79,7 @@ def evaluate_external(model: str | Path, env_id: str, seeds: list[int], *,
     """Evaluate ``model`` on ``env_id`` for each seed into external run folders; returns
     the eval records."""
     from agents.zoo.config import resolve
-    from agents.zoo.run import _evaluate, _make, check_eval_options, record
+    from agents.zoo.run import check_eval_options, evaluate_policy, make_env, record
 
     name = name or Path(str(model).rstrip("/")).name
     if not _NAME.match(name):
@@ -93,10 +93,10 @@ def evaluate_external(model: str | Path, env_id: str, seeds: list[int], *,
     for seed in seeds:
         cfg = resolve("reference", env_id, seed, env_kwargs=env_kwargs, oracle=oracle)
         cfg.eval = {**cfg.eval, **(eval_options or {})}
-        env = _make(cfg)
+        env = make_env(cfg)
         policy = load_external_policy(model, env.unwrapped.reference,
                                       allow_tokenizer_mismatch=allow_tokenizer_mismatch)
-        result = dict(_evaluate(policy, env, cfg))
+        result = dict(evaluate_policy(policy, env, cfg))
         result.update({"env_id": env_id, "agent": f"{EXTERNAL}:{name}", "seed": seed,
                        "oracle": oracle or "bt", "external": True, "model": str(model),
                        "labels": labels, "offline_labels": 0, "queries_used": 0})

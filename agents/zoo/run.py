@@ -238,7 +238,7 @@ def _empty(folder: Path) -> None:
             child.unlink()
 
 
-def _make(cfg: RunConfig, ledger: Any = None) -> Any:
+def make_env(cfg: RunConfig, ledger: Any = None) -> Any:
     import rlhf_env
 
     kwargs = cfg.make_env_kwargs()
@@ -257,7 +257,7 @@ def _eval_options(env: Any, cfg: RunConfig, final: bool) -> dict[str, Any]:
     return options
 
 
-def _evaluate(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
+def evaluate_policy(policy: Any, env: Any, cfg: RunConfig, final: bool = True) -> dict[str, float]:
     import rlhf_env
 
     return rlhf_env.evaluate(policy, env, **_eval_options(env, cfg, final))
@@ -273,7 +273,7 @@ class LocalBackend:
 
         self.cfg = cfg
         self.ledger = DurableLedger(folder / "ledger.sqlite", identity=cfg.identity())
-        self.env = _make(cfg, self.ledger)
+        self.env = make_env(cfg, self.ledger)
         # the run is sealed: only this backend's evaluations reach the judge
         self._token = secrets.token_hex(16)
         self.ledger.seal(self._token)
@@ -289,7 +289,7 @@ class LocalBackend:
         from rlhf_env.judging import unsealed
 
         with unsealed(self.env, self._token):
-            return _evaluate(policy, self.env, self.cfg, final)
+            return evaluate_policy(policy, self.env, self.cfg, final)
 
     def diagnose(self, reward_fn: Any, policy: Any) -> dict[str, float]:
         from rlhf_env.diagnostics import reward_diagnostics
@@ -474,13 +474,13 @@ def evaluate_run(folder: str | Path, **eval_options: Any) -> dict[str, Any]:
     cfg = RunConfig.from_dict(read_yaml(folder / "config.yml"))
     check_eval_options(cfg.env_id, eval_options)
     cfg.eval = {**cfg.eval, **eval_options}
-    env = _make(cfg)
+    env = make_env(cfg)
     from agents.files import verify_manifest
 
     check_record(folder, "config.yml")
     verify_manifest(folder / "policy", f"The run's final policy was changed; train it again "
                                        f"(--overwrite) ({folder})")
-    metrics = _evaluate(load_policy(folder / "policy", base=env.unwrapped.reference), env, cfg)
+    metrics = evaluate_policy(load_policy(folder / "policy", base=env.unwrapped.reference), env, cfg)
     old = read_eval(folder) or {}
     keep = {k: old[k] for k in ("queries_used", "query_budget", "queries_replayed", "wall_s",
                                 "sessions", "env_id", "agent", "seed", "oracle", "labels",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.integrations.trl import _instance
+from rlhf_env.integrations.trl import instance_of
 
 __all__ = ["EnvOracle"]
 
@@ -37,7 +37,7 @@ class EnvOracle:
     """
 
     def __init__(self, env: Any, seed: int = 0) -> None:
-        self.instance = _instance(env)
+        self.instance = instance_of(env)
         if self.instance.feedback != "preference":
             raise InvalidArgumentError("EnvOracle compares pairs: make the env with "
                                        "feedback='preference'")

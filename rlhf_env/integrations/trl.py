@@ -54,7 +54,7 @@ def require_trl() -> Any:
     return trl
 
 
-def _instance(env: Any) -> Any:
+def instance_of(env: Any) -> Any:
     inst = getattr(getattr(env, "unwrapped", env), "instance", env)
     if not hasattr(inst, "label") or not hasattr(inst, "score"):
         raise InvalidArgumentError(
@@ -87,7 +87,7 @@ class OracleFunction:
 
     def __init__(self, env: Any, kind: str, mode: str = "pairs", seed: int = 0,
                  name: str | None = None) -> None:
-        self.instance = _instance(env)
+        self.instance = instance_of(env)
         if kind == "score" and self.instance.feedback != "reward":
             raise InvalidArgumentError(
                 "reward_function scores completions with the env's reward feedback: make the "
@@ -243,7 +243,7 @@ def to_trl_dataset(source: Any, *, conversational: bool | None = None) -> Any:
                                                              data.rejected)]
         template = bool(getattr(getattr(inst.reference, "encoder", None), "use_template", False))
     else:
-        inst = _instance(source)
+        inst = instance_of(source)
         ds = inst.offline_dataset
         if ds is None:
             raise InvalidArgumentError(f"{inst.name} has no offline data (setting='online')")
