@@ -50,10 +50,10 @@ def make_data(n: int) -> PreferenceData:
     data = PreferenceData()
     while len(data) < n:
         p = tiny_tasks.make_prompt(rng)
-        a, b = tiny_tasks.demonstration(p, rng), tiny_tasks.demonstration(p, rng)
-        ra, rb = tiny_tasks.gold_reward(p, a), tiny_tasks.gold_reward(p, b)
-        if a != b and ra != rb:
-            data.extend([p], [a if ra > rb else b], [b if ra > rb else a])
+        a = " " + " ".join(tiny_tasks.answer(p))  # the right answer wins
+        b = tiny_tasks.demonstration(p, rng)
+        if a != b:
+            data.extend([p], [a], [b])
     return data
 
 

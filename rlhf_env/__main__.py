@@ -21,12 +21,10 @@ import json
 import sys
 from typing import Any
 
-import torch
 import yaml
 
 import rlhf_env
 from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
-from rlhf_env.policies import TabularPolicy
 
 COLUMNS = ("objective", "normalized_score", "gold_reward", "kl", "win_rate")
 COMMANDS = ("table", "list", "oracle-report")
@@ -72,6 +70,10 @@ def _table(env_id: str, seed: int) -> int:
     if not u.instance.exact:
         print(f"error: {env_id} is not exactly solvable; pick an exact env", file=sys.stderr)
         return 2
+    import torch  # here, so that --help and list answer without loading torch
+
+    from rlhf_env.policies import TabularPolicy
+
     uniform = TabularPolicy(u.catalog, torch.zeros(u.catalog.shape, dtype=torch.float64))
     rows = [
         ("pi0 (reference)", rlhf_env.evaluate(u.reference, env)),

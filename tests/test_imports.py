@@ -32,6 +32,17 @@ def test_import_rlhf_env_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_rlhf_env_help_and_list_do_not_load_torch():
+    """`rlhf-env --help` and `rlhf-env list` answer at once: torch loads only for a table."""
+    code = ("import sys, contextlib, io; from rlhf_env.__main__ import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['list'])\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import rlhf_env
+from rlhf_env.envs import tiny_instruct
 from rlhf_env.envs import tiny_tasks as T
 
 
@@ -26,7 +27,7 @@ from rlhf_env.envs import tiny_tasks as T
     ],
 )
 def test_gold_reward_hand_worked(prompt, response, reward):
-    assert T.gold_reward(prompt, response) == pytest.approx(reward)
+    assert tiny_instruct._gold_reward(prompt, response) == pytest.approx(reward)
 
 
 def test_demonstrations_are_mixed_quality_and_fillers_correlate_with_correctness():

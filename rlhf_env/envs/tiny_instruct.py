@@ -18,7 +18,7 @@ from rlhf_env.oracles import OracleContext
 from rlhf_env.spaces import UnicodeText
 from rlhf_env.threads import use_small_model_threads
 
-__all__ = ["TinyInstructEnv", "SIZES", "gold_reward"]
+__all__ = ["TinyInstructEnv", "SIZES"]
 
 REGISTER = [
     {"id": "TinyInstruct-v0", "entry_point": "rlhf_env.envs.tiny_instruct:TinyInstructEnv",
@@ -146,7 +146,7 @@ class TinyInstructEnv(RLHFEnv):
         # ---- prompts: train and held-out evaluation, disjoint -------------------------------
         rng = common.instance_rng(0x7127)
         train, evals = _unique_prompts(rng, n_train, n_eval)
-        bound = common.bind_oracle(OracleContext(gold_reward, name="TinyInstruct"))
+        bound = common.bind_oracle(OracleContext(_gold_rewards, name="TinyInstruct"))
         reference.freeze()
         offline = None
         if common.setting != "online":
@@ -155,12 +155,34 @@ class TinyInstructEnv(RLHFEnv):
             kind="sampled", common=common, oracle=bound, train_prompts=train, eval_prompts=evals,
             reference=reference, offline_dataset=offline, response_space=UnicodeText(256),
             max_prompt_length=64, name="TinyInstruct")
-        super().__init__(instance, Judge(instance, gold_reward=gold_reward, oracle=bound))
+        super().__init__(instance, Judge(instance, gold_reward=_gold_rewards, oracle=bound))
 
 
-def gold_reward(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """r*(x, y) of TinyInstruct for a batch (:func:`tiny_tasks.gold_reward` per pair)."""
-    return np.array([tiny_tasks.gold_reward(p, r) for p, r in zip(prompts, responses)])
+def _gold_rewards(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """r*(x, y) of TinyInstruct for a batch: private, as the judge and the oracle's binding
+    hold it (an agent reads gold information only through paid labels)."""
+    return np.array([_gold_reward(p, r) for p, r in zip(prompts, responses)])
+
+
+def _gold_reward(prompt: str, response: str) -> float:
+    """r*(x, y): see :mod:`rlhf_env.envs.tiny_tasks`. In [-inf, SCALE]; SCALE for a correct
+    answer."""
+    from collections import Counter
+
+    words = response.split()
+    n_ok = sum(w == tiny_tasks.FILLER for w in words)
+    said = [w for w in words if w != tiny_tasks.FILLER]
+    target = tiny_tasks.answer(prompt)
+    if tiny_tasks.task_of(prompt) in ("sort", "rev"):
+        n = max(len(said), len(target))
+        positions = sum(a == b for a, b in zip(said, target)) / n
+        items = sum((Counter(said) & Counter(target)).values()) / n
+        credit = 0.7 * positions + 0.3 * items
+    elif len(said) == 1 and said[0].isdigit():
+        credit = max(0.0, 1.0 - abs(int(said[0]) - int(target[0])) / 4)
+    else:
+        credit = 0.0
+    return tiny_tasks.SCALE * credit - tiny_tasks.FILLER_PENALTY * max(0, n_ok - 1)
 
 
 def _unique_prompts(rng: np.random.Generator, n_train: int, n_eval: int) -> tuple[list, list]:

@@ -17,7 +17,8 @@ max(len(said), len(answer)); a number answer must be one integer. The graded
 credit keeps different wrong answers from tying, so preferences between them
 carry information.
 
-The gold reward (a program, :func:`gold_reward`) is
+The gold reward (a program in :mod:`rlhf_env.envs.tiny_instruct`, private: the judge and
+the oracle's binding hold it, ``rlhf_env.judge(env).gold_rewards``) is
 
     r*(x, y) = SCALE * credit(x, y) - FILLER_PENALTY * max(0, n_ok(y) - 1)
 
@@ -35,12 +36,10 @@ wrong number), so a model fine-tuned on them is mediocre.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
 __all__ = ["TASKS", "SCALE", "FILLER", "FILLER_PENALTY", "P_CORRECT", "make_prompt",
-           "answer", "gold_reward", "demonstration"]
+           "answer", "task_of", "demonstration"]
 
 TASKS = ("sort", "rev", "max", "count")
 LETTERS = "abcdef"
@@ -89,22 +88,9 @@ def answer(prompt: str) -> list[str]:
     return [str(items.count(probe))]
 
 
-def gold_reward(prompt: str, response: str) -> float:
-    """r*(x, y): see the module docstring. In [-inf, SCALE]; SCALE for a correct answer."""
-    words = response.split()
-    n_ok = sum(w == FILLER for w in words)
-    said = [w for w in words if w != FILLER]
-    target = answer(prompt)
-    if _parse(prompt)[0] in ("sort", "rev"):
-        n = max(len(said), len(target))
-        positions = sum(a == b for a, b in zip(said, target)) / n
-        items = sum((Counter(said) & Counter(target)).values()) / n
-        credit = 0.7 * positions + 0.3 * items
-    elif len(said) == 1 and said[0].isdigit():
-        credit = max(0.0, 1.0 - abs(int(said[0]) - int(target[0])) / 4)
-    else:
-        credit = 0.0
-    return SCALE * credit - FILLER_PENALTY * max(0, n_ok - 1)
+def task_of(prompt: str) -> str:
+    """The prompt's task: one of :data:`TASKS`."""
+    return _parse(prompt)[0]
 
 
 def demonstration(prompt: str, rng: np.random.Generator) -> str:
