@@ -15,8 +15,8 @@
    our trainer always does; TRL does it in its constructor, which is timed).
 
 Model: a 2-layer, 64-wide GPT-2 over the package's byte tokenizer (``--layers``/``--width``
-for others); data: TinyInstruct prompts with two demonstrations each, ordered by the gold
-reward. CPU only (``use_cpu=True, bf16=False``).
+for others); data: TinyInstruct prompts, the correct answer chosen over a demonstration that
+differs from it (no gold reward is read). CPU only (``use_cpu=True, bf16=False``).
 
 ``--lora``: both train the same LoRA adapter (r 16, alpha 32, peft's default targets) over
 the same base, and both take pi0 as the base with the adapter disabled. For the step-0

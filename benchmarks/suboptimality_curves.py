@@ -41,7 +41,11 @@ LABELS = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 OFFLINE = ("mle_gibbs_pi0", "pessimistic_gibbs_pi0")
 STYLE = {"mle_gibbs_pi0": ("tab:blue", "o"), "pessimistic_gibbs_pi0": ("tab:cyan", "v"),
          "gshf_online": ("tab:red", "s"), "iterative_dpo": ("tab:orange", "D"),
-         "gshf_online[width_rule=fixed,confidence_width=0]": ("tab:pink", "x")}
+         "gshf_online[width_rule=fixed,confidence_width=0]": ("tab:pink", "x"),
+         "mle_gibbs_uniform": ("tab:green", "^"), "mle_gibbs_design": ("tab:olive", "P"),
+         "thompson_gibbs": ("tab:purple", "*")}
+# agents without a style of their own take the next unused one (no colour repeats)
+SPARE = [("tab:brown", "h"), ("tab:gray", "<"), ("black", ">"), ("gold", "p")]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -158,6 +162,9 @@ def plot(raw: dict, args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(raw), figsize=(6.2 * len(raw), 4.8), squeeze=False)
+    spare = iter(SPARE)
+    styles = {name: STYLE.get(name) or next(spare, ("k", "."))
+              for per_agent in raw.values() for name in per_agent}
     for ax, (env_id, per_agent) in zip(axes[0], raw.items()):
         for name, d in per_agent.items():
             lab = np.array(sorted(d))
@@ -165,7 +172,7 @@ def plot(raw: dict, args: argparse.Namespace) -> None:
             sub = per_seed.mean(1)
             sc = np.array([np.mean(d[n]) for n in lab])
             b, _ = slope(lab, sub, sc, args.tail_score)
-            color, marker = STYLE.get(name, ("k", "."))
+            color, marker = styles[name]
             lo, hi = np.quantile(per_seed, [0.1, 0.9], axis=1)
             ax.fill_between(lab, np.clip(lo, 1e-4, None), np.clip(hi, 1e-4, None), color=color,
                             alpha=0.12, lw=0)

@@ -99,7 +99,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="where run folders go (default: runs)")
     p.add_argument("--tensorboard-log", default=None, metavar="DIR",
-                   help="also write TensorBoard events to DIR/<env>/<agent>/seed<S>")
+                   help="write TensorBoard events to DIR/<env>/<agent>/seed<S> instead of "
+                        "the run folder's tensorboard/ (one tree for many runs)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing run folders (only folders this tool made)")
 

@@ -15,6 +15,7 @@ from rlhf_env.judging import Judge
 from rlhf_env.oracles import OracleContext
 from rlhf_env.policies import Policy
 from rlhf_env.spaces import UnicodeText
+from rlhf_env.threads import use_small_model_threads
 
 __all__ = ["PromptsEnv"]
 
@@ -75,6 +76,8 @@ class PromptsEnv(RLHFEnv):
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
                                   default_budget=1024)
+        if device in (None, "cpu"):
+            use_small_model_threads()  # small models on a CPU: see rlhf_env.threads
         if isinstance(train_prompts, str) or isinstance(eval_prompts, str):
             raise InvalidArgumentError("train_prompts and eval_prompts are sequences of strings")
         train, evals = [str(p) for p in train_prompts], [str(p) for p in eval_prompts]

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from rlhf_env.lm.cache import cache_key, cache_root, cached_build, hash_texts
 from rlhf_env.progress import quiet_transformers, timed
+from rlhf_env.threads import use_small_model_threads
 
 __all__ = [
     "EOS",
@@ -102,6 +103,7 @@ def build_tiny_lm(cfg: TinyLMConfig = TinyLMConfig()) -> Any:
     """A freshly initialised ``GPT2LMHeadModel`` (deterministic for ``cfg.seed``)."""
     from transformers import GPT2LMHeadModel
 
+    use_small_model_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return GPT2LMHeadModel(_gpt2_config(cfg))
@@ -144,6 +146,7 @@ def sft(
     included); with ``prompt_loss=True`` the prompt is trained on as well
     (the pair is scored as ("", prompt + response)).
     """
+    use_small_model_threads()
     if len(prompts) != len(responses) or not prompts:
         raise ValueError(f"sft needs equal, non-empty prompts and responses "
                          f"({len(prompts)} vs {len(responses)})")
@@ -190,6 +193,7 @@ def train_reward_model(
     Minimises -log sigmoid(r(x, chosen) - r(x, rejected)) over minibatches.
     Returns ``(model, tokenizer, losses)``.
     """
+    use_small_model_threads()
     from transformers import GPT2ForSequenceClassification
 
     from rlhf_env.lm.reward_model import RewardModel, train_bt
