@@ -277,3 +277,16 @@ def test_a_leaderboard_over_a_seed_range_reports_those_seeds(tmp_path):
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["seeds"] == [5, 6]
     assert sorted(p.name for p in (runs / "LinearBT-v0" / "dpo").iterdir()) == ["seed5", "seed6"]
+
+
+def test_the_scores_plot_draws_pi0_where_pi0_scores(tmp_path, monkeypatch):
+    from agents.zoo import plots
+
+    kept = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: kept.setdefault("fig", fig))
+    agg = {a: {"objective": {"mean": m, "ci95": 0.1, "values": [m - 0.1, m + 0.1]}}
+           for a, m in (("reference", 2.49), ("dpo", 2.6))}
+    plots.scores_plot("T", agg, {"score": "objective"}, tmp_path / "s.png")
+    ax = kept["fig"].axes[0]
+    pi0 = [ln for ln in ax.get_lines() if ln.get_label().startswith("pi0")]
+    assert len(pi0) == 1 and pi0[0].get_xdata()[0] == 2.49

@@ -71,7 +71,8 @@ def scores_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
         ax.scatter(e["values"], [y] * len(e["values"]), s=22, zorder=3, edgecolor="black",
                    linewidth=0.5, **colours[a])
     ax.set_yticks(range(len(names)), names)
-    ax.axvline(0, color="black", lw=1, label="pi0")
+    if "reference" in agg:  # pi0 where pi0 scores (0 only for the normalized score)
+        ax.axvline(agg["reference"][key]["mean"], color="black", lw=1, label="pi0 (mean)")
     if key == "normalized_score":
         ax.axvline(1, color="red", lw=1.5, ls="--", label="pi* (Gibbs optimum)")
     ax.set_xlabel(key.replace("_", " ") + " (dots: seeds; bar: mean ± 95% t-interval)")
