@@ -142,7 +142,9 @@ class _SharedGymEntry(_GymEntry):
         self.first: gym.Env | None = None
 
     def __call__(self, **kwargs: Any) -> gym.Env:
-        if os.getpid() != self.pid:
+        # AsyncVectorEnv makes a first env in this process (for its spaces) before it starts
+        # the workers: refusing there raises in the caller, not as a worker's dropped pipe
+        if os.getpid() != self.pid or _inside_async_vector_env():
             raise InvalidArgumentError(
                 f"{self.env_id}: vectorization_mode='async' would give each process its own "
                 "problem instance and query budget. Use rlhf_env.make_vec(id, n) (one oracle "
@@ -154,6 +156,19 @@ class _SharedGymEntry(_GymEntry):
 
     def __deepcopy__(self, memo: dict) -> _SharedGymEntry:
         return _SharedGymEntry(self.env_id)
+
+
+def _inside_async_vector_env() -> bool:
+    """Whether a ``gymnasium.vector.AsyncVectorEnv`` constructor is on the call stack."""
+    from gymnasium.vector import AsyncVectorEnv
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"),
+                                                              AsyncVectorEnv):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _GymVectorEntry(_GymEntry):

@@ -69,3 +69,14 @@ def test_every_env_module_registers_its_own_ids():
         module = e["entry_point"].partition(":")[0]
         assert rlhf_env.spec(e["id"]).entry_point == e["entry_point"]
         assert module.startswith("rlhf_env.envs."), e
+
+
+def test_gymnasium_async_vectorization_is_refused_in_the_caller():
+    """One problem instance per process would split the budget: the package's error, raised
+    in the caller before any worker starts (not a worker's dropped pipe)."""
+    from rlhf_env.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="vectorization_mode='async'"):
+        gym.make_vec("rlhf_env/LinearBT-v0", num_envs=2, vectorization_mode="async")
+    venv = gym.make_vec("rlhf_env/LinearBT-v0", num_envs=2, vectorization_mode="sync")
+    assert len(venv.reset(seed=0)[0]["prompt"]) == 2  # sync still shares one ledger
