@@ -106,3 +106,23 @@ def test_evaluate_and_check_env_on_a_handful_of_prompts(smollm2_env):
     ev = rlhf_env.evaluate(smollm2_env.unwrapped.reference, smollm2_env, n_prompts=2,
                            n_samples=1, best_of_n=())
     assert ev["kl"] == 0.0 and np.isfinite(ev["gold_reward"]) and 0 < ev["mean_tokens"] <= 8
+
+
+def test_the_oracle_report_runs_on_the_env(tmp_path, capsys):
+    """`rlhf-env oracle-report` on the real-model preset: pi0's pairs, the gold RM, a preset."""
+    import json
+
+    from rlhf_env.__main__ import main
+    from tests.conftest import SMOLLM2_KWARGS
+
+    kwargs = [f"{k}={json.dumps(v)}" for k, v in SMOLLM2_KWARGS.items() if k != "preset"]
+    out = tmp_path / "report.json"
+    rc = main(["oracle-report", "HH-RLHF-v0", "--oracle", "bt", "--env-kwargs",
+               "preset=smollm2", *kwargs, "--n-prompts", "2", "--n-samples", "3",
+               "--n-draws", "20", "--n-equal", "1", "--json", str(out)])
+    assert rc in (0, 1)  # 1: a statistic outside its tolerance, on this handful of pairs
+    assert "agreement" in capsys.readouterr().out.lower()
+    reports = json.loads(out.read_text())
+    stats = reports[0]["statistics"]
+    assert reports[0]["env"] == "HH-RLHF-v0" and stats["gold_agreement"]["n_labels"] == 240
+    assert 0.0 <= stats["gold_agreement"]["measured"] <= 1.0

@@ -103,9 +103,10 @@ class HHRLHFEnv(RLHFEnv):
       prompts (train, evaluation or offline). ``data_report["gold_rm"]`` reports its
       agreement with the human labels of the rows it was not fitted on, beside the best
       length-only rule. Measured on the local harmless-base slice (1,800 test rows, CPU, 2
-      cores, 375 s to fit): fitted on 857 pairs, **0.594 agreement on the 847 held-out
-      pairs, against 0.554 for "the shorter response wins"** (a length-only rule is the
-      baseline any HH RM must beat). A prototype on another 50/50 split measured 0.611 after
+      cores, 233 s to fit beside another job, 2026-12-02): fitted on 857 pairs, **0.590
+      agreement on the 847 held-out pairs, against 0.554 for "the shorter response wins"**
+      (a length-only rule is the baseline any HH RM must beat; a fit before the RM trainer
+      took transformers' cosine schedule gave 0.594). A prototype on another 50/50 split measured 0.611 after
       1, 2 and 3 epochs alike (256 tokens: 0.598 after 1, at twice the cost);
       ``gold_rm={...}`` changes the fit (:class:`~rlhf_env.lm.gold.GoldRMConfig`). With the hub,
       the same code fits on the train split's rows; on this machine it uses the local slice.
