@@ -1,7 +1,7 @@
 """The paper's HH-RLHF experiment in miniature, on a CPU: HH-RLHF-v0 with preset="smollm2".
 
     python benchmarks/hh_smollm2.py --data-dir ../shared/data/hh-rlhf [--seed 0]
-        [--out leaderboards/HH-RLHF-v0-smollm2] [--agents reference,dpo,dpo_pi0,rso,iterative_dpo]
+        [--out leaderboards/HH-RLHF-v0-smollm2] [--agents reference,dpo,rso,iterative_dpo]
 
 pi0 = SmolLM2-135M-Instruct (its chat template), r* = a BT reward model fitted on human
 labels of HH rows the env never uses as prompts (all-MiniLM-L6-v2; the env's docstring
@@ -12,8 +12,9 @@ Agents, every trained policy a LoRA adapter over pi0 (r 16, alpha 32, peft's def
 targets: the attention's q and v projections):
 
 * ``dpo``: offline DPO on the human pairs;
-* ``dpo_pi0``: the same plus the query budget spent on pairs of pi0 samples (offline
-  learning at equal labels with iterative DPO);
+* ``dpo_pi0`` (not in the default list; ``--agents ...,dpo_pi0``): the same plus the query
+  budget spent on pairs of pi0 samples (offline learning at equal labels with iterative
+  DPO);
 * ``rso``: statistical rejection sampling from pi0 under a BT reward model the agent fits
   on the human pairs (on pi0's own backbone, LoRA), then DPO on the accepted pairs;
 * ``iterative_dpo``: 3 iterations of m = budget / 3 prompts, main agent vs the
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-AGENTS = ("reference", "dpo", "dpo_pi0", "rso", "iterative_dpo")
+AGENTS = ("reference", "dpo", "rso", "iterative_dpo")  # --agents may add dpo_pi0
 LORA = {"r": 16, "alpha": 32.0}
 DPO = {"lora": LORA, "learning_rate": 2e-4, "num_train_epochs": 1,
        "per_device_train_batch_size": 8, "rpo_alpha": 1.0, "max_length": 256,
@@ -163,7 +164,8 @@ def write_table(results: dict[str, Any], out: Path, env_kwargs: dict[str, Any],
         f"Env: {json.dumps({k: v for k, v in env_kwargs.items() if k != 'data_dir'})}; "
         f"evaluation on {args.eval_prompts} held-out prompts x {args.eval_samples} samples, "
         "one sampling seed for every agent; intervals are paired by prompt (one seed of the "
-        "instance).",
+        "instance). Peak RSS is the process's maximum so far (the agents run one after "
+        "another in one process); wall times include the env's build and the evaluation.",
         "",
         "| agent | J | gold reward | KL | win rate vs pi0 | tokens | labels | J - pi0 (paired by "
         "prompt) | wall s | peak RSS MB |",
