@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.integrations.trl import instance_of
+from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["EnvOracle"]
 

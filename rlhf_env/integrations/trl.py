@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.errors import DataError, InvalidArgumentError, MissingDependencyError
+from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["reward_function", "pairwise_reward_function", "to_trl_dataset", "require_trl",
            "OracleFunction"]
@@ -52,14 +53,6 @@ def require_trl() -> Any:
     import trl
 
     return trl
-
-
-def instance_of(env: Any) -> Any:
-    inst = getattr(getattr(env, "unwrapped", env), "instance", env)
-    if not hasattr(inst, "label") or not hasattr(inst, "score"):
-        raise InvalidArgumentError(
-            f"expected an env made by rlhf_env.make, got {type(env).__name__}")
-    return inst
 
 
 def _text(x: Any, what: str) -> str:
