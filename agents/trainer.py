@@ -93,8 +93,15 @@ def reference_log_probs(reference: Policy, data: PreferenceData, batch_size: int
     out_c, out_r = [], []
     for i in range(0, len(data), batch_size):
         sl = slice(i, i + batch_size)
-        out_c.append(score(data.prompts[sl], data.chosen[sl]).detach().double().cpu())
-        out_r.append(score(data.prompts[sl], data.rejected[sl]).detach().double().cpu())
+        if hasattr(reference, "pair_log_probs"):  # language models: each prompt once
+            c, _, r, _ = reference.pair_log_probs(data.prompts[sl], data.chosen[sl],
+                                                  data.rejected[sl], max_length=max_length,
+                                                  max_prompt_length=max_prompt_length)
+        else:
+            c, r = score(data.prompts[sl], data.chosen[sl]), score(data.prompts[sl],
+                                                                  data.rejected[sl])
+        out_c.append(c.detach().double().cpu())
+        out_r.append(r.detach().double().cpu())
     if not out_c:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     return torch.cat(out_c), torch.cat(out_r)
@@ -118,7 +125,11 @@ def accumulate_gradients(
         prompts = [data.prompts[i] for i in mb]
         chosen = [data.chosen[i] for i in mb]
         rejected = [data.rejected[i] for i in mb]
-        if hasattr(policy, "token_log_probs"):  # language models: lengths for NLL and IPO
+        if hasattr(policy, "pair_log_probs"):  # language models: lengths for NLL and IPO
+            pi_c, n_c, pi_r, n_r = policy.pair_log_probs(  # each prompt once (prefix sharing)
+                prompts, chosen, rejected, max_length=max_length,
+                max_prompt_length=max_prompt_length)
+        elif hasattr(policy, "token_log_probs"):
             cut = {k: v for k, v in (("max_length", max_length),
                                      ("max_prompt_length", max_prompt_length)) if v is not None}
             pi_c, n_c = policy.token_log_probs(prompts, chosen, **cut)

@@ -13,6 +13,9 @@
    ``--batch-size`` pairs, for ours and for TRL, and the ratio. Both timings
    include tokenization and the reference log-probs (precomputed in both, as
    our trainer always does; TRL does it in its constructor, which is timed).
+   Ours scores each pair's prompt once (prefix sharing, pairs packed in rows:
+   ``CausalLMPolicy.pair_log_probs``); TRL 1.16 pads chosen and rejected to the
+   batch's longest (its ``padding_free`` needs FlashAttention).
 
 Model: a 2-layer, 64-wide GPT-2 over the package's byte tokenizer (``--layers``/``--width``
 for others); data: TinyInstruct prompts, the correct answer chosen over a demonstration that

@@ -137,6 +137,81 @@ def test_batched_log_probs_equal_single_ones_and_an_unpadded_pass(arch):
         assert alone == pytest.approx(_hand_log_prob(pol.model, ctx, resp), abs=2e-4)
 
 
+def test_pair_scoring_with_a_shared_prompt_equals_two_rows_with_gradients(arch):
+    """DPO scores a pair's chosen and rejected after one copy of the prompt (prefix sharing,
+    pairs packed into rows): values and gradients equal the two-row pass on every
+    architecture, or the policy falls back to two rows (a sliding window shorter than a row).
+    """
+    pol = policy(arch, batch_size=3).trainable_copy()
+    pol.model.__dict__.pop("_rlhf_env_prefix_sharing", None)  # checked afresh
+    prompts = hh_prompts(5)
+    chosen = [" Yes.", " I would not do that, it is dangerous.", "", " Maybe", " No, no."]
+    rejected = [" No.", "", " Sure, here is how to do it step by step", " Maybe", " Ok"]
+    lc, nc, lr, nr = pol.pair_log_probs(prompts, chosen, rejected)
+    sharing = pol.model.__dict__.get("_rlhf_env_prefix_sharing")
+    longest = max(len(c) + len(r) for p in prompts for x in chosen + rejected
+                  for c, r in [pol._split(p, x)])
+    assert sharing is (True if pol.shares_prefixes(longest) else None), arch
+    (lc.sum() - 0.5 * lr.sum()).backward()
+    shared = {n: p.grad.clone() for n, p in pol.named_parameters() if p.grad is not None}
+    pol.model.zero_grad(set_to_none=True)
+    (pc, mc), (pr, mr) = (pol.token_log_probs(prompts, chosen),
+                          pol.token_log_probs(prompts, rejected))
+    (pc.sum() - 0.5 * pr.sum()).backward()
+    assert torch.equal(nc, mc) and torch.equal(nr, mr)
+    assert torch.allclose(lc, pc, atol=2e-4) and torch.allclose(lr, pr, atol=2e-4)
+    for n, p in pol.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(shared[n], p.grad, atol=1e-4, rtol=1e-3), (arch, n)
+
+
+def test_pair_scoring_falls_back_when_the_check_fails(monkeypatch):
+    """A model whose shared-prompt scores differ from its two-row scores (here: a broken
+    mask) is caught on the first batch and scored in two rows from then on."""
+    pol = policy("gpt2", batch_size=4)
+    prompts, chosen, rejected = hh_prompts(3), [" Yes."] * 3, [" No way."] * 3
+    plain = pol.token_log_probs(prompts, chosen)[0]
+    real = CausalLMPolicy._tree_logits
+
+    def broken(self, chunk, pack=False):
+        logits, *rest = real(self, chunk, pack=pack)
+        if pack:  # the rejected responses' first-token logit raised by 1: a wrong score
+            logits = logits + torch.nn.functional.one_hot(
+                rest[0], logits.shape[-1]) * (rest[2] == 1)[:, None]
+        return (logits, *rest)
+
+    monkeypatch.setattr(CausalLMPolicy, "_tree_logits", broken)
+    pol.model.__dict__.pop("_rlhf_env_prefix_sharing", None)  # a model built once, shared
+    lc, _, lr, _ = pol.pair_log_probs(prompts, chosen, rejected)
+    assert pol.model.__dict__.pop("_rlhf_env_prefix_sharing") is False
+    assert torch.allclose(lc, plain, atol=1e-5)
+    assert torch.allclose(lr, pol.token_log_probs(prompts, rejected)[0], atol=1e-5)
+
+
+def test_dpo_training_with_shared_prompts_equals_training_without():
+    """train_preferences takes the pair path (the verdict is recorded) and ends where the
+    two-row path ends."""
+    from agents.data import PreferenceData
+    from agents.trainer import train_preferences
+
+    prompts = hh_prompts(6)
+    data = PreferenceData(prompts, [" yes", " sure", " ok then", " no", " fine", " why"],
+                          [" no thanks", " never", " maybe", " yes", " ok", " because"])
+    out = {}
+    for share in (True, False):
+        ref = policy("gpt2").freeze()
+        ref.model.__dict__["_rlhf_env_prefix_sharing"] = share
+        if share:
+            ref.model.__dict__.pop("_rlhf_env_prefix_sharing")  # checked on first use
+        pol = ref.trainable_copy(lora=LoraSettings(r=4, alpha=8))
+        res = train_preferences(pol, ref, data, beta=0.1, learning_rate=1e-2, num_train_epochs=2,
+                                per_device_train_batch_size=3)
+        assert ref.model.__dict__["_rlhf_env_prefix_sharing"] is share
+        out[share] = res.final_metrics
+    for k in ("loss", "rewards/margins", "logps/chosen"):
+        assert out[True][k] == pytest.approx(out[False][k], abs=1e-4), k
+
+
 def test_sampled_tokens_score_as_drawn(arch):
     pol = policy(arch).freeze()
     prompts = hh_prompts(3)

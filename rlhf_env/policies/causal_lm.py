@@ -22,6 +22,9 @@ turn, else EOS). Pitfalls handled here (see DESIGN.md):
   float32 chunks of rows, never the whole batch's float32 logits at once;
 * frozen policies cache their log-probs per (prompt, response), so reference log-probs
   over a dataset are computed once;
+* a preference pair's prompt is computed once (:meth:`CausalLMPolicy.pair_log_probs`:
+  chosen and rejected after one copy of it, pairs packed in rows, a 4-D mask), checked
+  against two ordinary rows on each model's first batch;
 * **LoRA** (``trainable_copy(lora=...)``, peft): the adapter policy shares pi0's weights
   (one copy in memory; :mod:`rlhf_env.lm.lora`), and pi0 is the same model with the
   adapter disabled.
@@ -451,27 +454,111 @@ class CausalLMPolicy(Policy):
         position, ``(N, V)`` in the model's dtype, the response token each predicts ``(N,)``
         and the row each belongs to ``(N,)``, N the chunk's response tokens.
         """
+        logits, targets, rows, _ = self._tree_logits([(c, [r]) for c, r in chunk])
+        return logits, targets, rows
+
+    def _tree_logits(self, chunk: list[tuple[list[int], list[list[int]]]], *, pack: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass over trees ``(context, [response_1, ..., response_k])``.
+
+        A tree with one response is an ordinary causal sequence. With several (a DPO pair's
+        chosen and rejected after their shared prompt: prefix sharing, Wang et al. 2024,
+        arXiv 2410.20305) each response attends to the context and to itself only and its
+        position ids continue from the context's end, so it is scored as if it followed the
+        context alone while the context is computed once. ``pack=True`` also puts several
+        trees in one row (first fit, rows no wider than the longest tree), each attending
+        to itself only: no padding beyond what the longest tree leaves. Rows are
+        left-padded. Any tree structure beyond one response per row needs a 4-D mask
+        (:meth:`shares_prefixes`). Returns ``(logits, targets, trees, segments)``, ``(N, V)``
+        and ``(N,)`` each: logits at every response position, the token each predicts, the
+        index of its tree in ``chunk`` and of its response within the tree.
+        """
         self.activate()
-        total = [len(c) + len(r) for c, r in chunk]
-        width, resp_w = max(total), max(len(r) for _, r in chunk)
-        ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        keep = torch.zeros((len(chunk), resp_w), dtype=torch.bool)
-        for j, (c, r) in enumerate(chunk):  # left padding: every response ends at the right
-            ids[j, width - total[j]:] = torch.tensor(c + r)
-            mask[j, width - total[j]:] = 1
-            keep[j, resp_w - len(r):] = True
         dev = self.device
-        ids, mask, keep = ids.to(dev), mask.to(dev), keep.to(dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        kw: dict[str, Any] = {"logits_to_keep": resp_w + 1} if self._keep_kw else {}
+        sizes = [len(c) + sum(len(r) for r in rs) for c, rs in chunk]
+        width = max(sizes)
+        rows: list[list[int]] = []  # tree indices per row
+        if pack:
+            room: list[int] = []
+            for t in sorted(range(len(chunk)), key=lambda t: -sizes[t]):
+                j = next((j for j, free in enumerate(room) if free >= sizes[t]), None)
+                if j is None:
+                    rows.append([t])
+                    room.append(width - sizes[t])
+                else:
+                    rows[j].append(t)
+                    room[j] -= sizes[t]
+        else:
+            rows = [[t] for t in range(len(chunk))]
+        used = [sum(sizes[t] for t in row) for row in rows]
+        # logits are needed from the first predicting position (a context's last) on
+        keep_w = width - min(width - u + len(chunk[row[0]][0]) - 1 for u, row in zip(used, rows))
+        tree = pack or any(len(rs) > 1 for _, rs in chunk)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        group = torch.full((len(rows), width), -1, dtype=torch.long)  # tree in row; -1 pad
+        seg = torch.zeros((len(rows), width), dtype=torch.long)  # 0 context, s + 1 response s
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        at, row_of, targets, trees, segs = [], [], [], [], []
+        for j, row in enumerate(rows):
+            o = width - used[j]
+            for g, t in enumerate(row):
+                c, rs = chunk[t]
+                ids[j, o : o + sizes[t]] = torch.tensor(c + [x for r in rs for x in r])
+                group[j, o : o + sizes[t]] = g
+                pos[j, o : o + len(c)] = torch.arange(len(c))
+                last_ctx, o = o + len(c) - 1, o + len(c)
+                for s, r in enumerate(rs):
+                    seg[j, o : o + len(r)] = s + 1
+                    pos[j, o : o + len(r)] = torch.arange(len(c), len(c) + len(r))
+                    # position t predicts token t + 1; each response's first token is
+                    # predicted at the context's last position
+                    at.extend([last_ctx] + list(range(o, o + len(r) - 1)))
+                    row_of.extend([j] * len(r))
+                    targets.extend(r)
+                    trees.extend([t] * len(r))
+                    segs.extend([s] * len(r))
+                    o += len(r)
+        if tree:
+            gq, gk = group[:, :, None], group[:, None, :]
+            sq, sk = seg[:, :, None], seg[:, None, :]
+            allowed = (torch.ones(width, width, dtype=torch.bool).tril()[None] & (gk == gq)
+                       & (gk >= 0) & ((sk == 0) | (sk == sq))) | torch.eye(width, dtype=torch.bool)
+            mask: torch.Tensor = allowed[:, None].to(dev)
+            if _attention(self.model) != "sdpa":  # eager adds the mask
+                dtype = next(self.model.parameters()).dtype
+                mask = torch.zeros(mask.shape, dtype=dtype, device=dev).masked_fill(
+                    ~mask, torch.finfo(dtype).min)
+        else:
+            mask = (group >= 0).long().to(dev)
+        kw: dict[str, Any] = {"logits_to_keep": keep_w} if self._keep_kw else {}
         if self._pos_kw:
-            kw["position_ids"] = pos
-        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False, **kw).logits
-        logits = logits[:, -(resp_w + 1):-1]  # (b, R, V): position t predicts token t + 1
-        targets = ids[:, width - resp_w:]
-        rows = torch.arange(len(chunk), device=dev)[:, None].expand_as(keep)
-        return logits[keep], targets[keep], rows[keep]
+            kw["position_ids"] = pos.to(dev)
+        logits = self.model(input_ids=ids.to(dev), attention_mask=mask, use_cache=False,
+                            **kw).logits
+        tail = torch.tensor(at, dtype=torch.long) - (width - logits.shape[1])
+        return (logits[torch.tensor(row_of, device=dev), tail.to(dev)],
+                torch.tensor(targets, device=dev), torch.tensor(trees, device=dev),
+                torch.tensor(segs, device=dev))
+
+    def shares_prefixes(self, lengths: int) -> bool:
+        """Whether :meth:`pair_log_probs` scores a pair's two responses in one row after
+        their shared context (prefix sharing) on rows of up to ``lengths`` positions.
+
+        It needs a 4-D mask (sdpa or eager attention), position ids, no ALiBi and no
+        sliding window shorter than the row. The first time it is used on a model it is
+        checked against the ordinary two-row pass on that batch (no gradient); a model whose
+        results differ (by more than 1e-3 per token) falls back to the two-row pass, with a
+        warning.
+        """
+        cfg = self.model.config
+        if not self._pos_kw or _attention(self.model) not in ("sdpa", "eager"):
+            return False
+        if getattr(cfg, "alibi", False) or cfg.model_type in ("bloom", "mpt", "baichuan"):
+            return False
+        if getattr(cfg, "attention_chunk_size", None):
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        return not (isinstance(window, int) and 0 < window < lengths)
 
     @staticmethod
     def _rowwise(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
@@ -514,6 +601,120 @@ class CausalLMPolicy(Policy):
             out = out.index_add(0, torch.cat([w for w, _ in parts]),
                                 torch.cat([t for _, t in parts]).to(out.dtype))
         return out, lens
+
+    def pair_log_probs(
+        self, prompts: Sequence[Prompt], chosen: Sequence[str], rejected: Sequence[str], *,
+        max_length: int | None = None, max_prompt_length: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`token_log_probs` of ``(prompts, chosen)`` and of ``(prompts, rejected)``,
+        as ``(logp_chosen, n_chosen, logp_rejected, n_rejected)``, with each pair's shared
+        prompt computed once where :meth:`shares_prefixes` allows it (the two contexts equal
+        after truncation): a pair costs ``P + C + R`` positions instead of ``2P + C + R``.
+        Otherwise, and for a pair whose contexts differ, two rows as ``token_log_probs``.
+        A frozen policy caches the results as :meth:`log_prob` does.
+        """
+        n = len(prompts)
+        if not len(chosen) == len(rejected) == n:
+            raise InvalidArgumentError(f"pair_log_probs got {n} prompts, {len(chosen)} chosen "
+                                       f"and {len(rejected)} rejected responses")
+        cached = self.frozen and max_length is None and max_prompt_length is None
+        if cached:
+            keys = [[(prompt_key(p), r) for p, r in zip(prompts, side)]
+                    for side in (chosen, rejected)]
+            todo = [i for i in range(n)
+                    if keys[0][i] not in self._lp_cache or keys[1][i] not in self._lp_cache]
+            if todo:
+                with torch.no_grad():
+                    lc, _, lr, _ = self._pair_log_probs([prompts[i] for i in todo],
+                                                        [chosen[i] for i in todo],
+                                                        [rejected[i] for i in todo], None, None)
+                self._lp_cache.update(zip([keys[0][i] for i in todo], lc.tolist()))
+                self._lp_cache.update(zip([keys[1][i] for i in todo], lr.tolist()))
+            lens = [torch.tensor([len(self._split(p, r)[1]) for p, r in zip(prompts, side)],
+                                 dtype=torch.long, device=self.device)
+                    for side in (chosen, rejected)]
+            lp = [torch.tensor([self._lp_cache[k] for k in side], device=self.device)
+                  for side in keys]
+            return lp[0], lens[0], lp[1], lens[1]
+        return self._pair_log_probs(prompts, chosen, rejected, max_length, max_prompt_length)
+
+    def _pair_log_probs(self, prompts: Sequence[Prompt], chosen: Sequence[str],
+                        rejected: Sequence[str], max_length: int | None,
+                        max_prompt_length: int | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = len(prompts)
+        sides = [[self._split(p, r, max_length, max_prompt_length) for p, r in zip(prompts, side)]
+                 for side in (chosen, rejected)]
+        # a row: (context, responses, where each response's log-prob goes in out = (2n,))
+        rows: list[tuple[list[int], list[list[int]], list[int]]] = []
+        shared = [i for i in range(n) if sides[0][i][0] == sides[1][i][0]]
+        # the farthest position of any tree: a 4-D mask must not hide a sliding window
+        longest = max(len(c) + len(r) for side in sides for c, r in side) if n else 0
+        if shared and self._may_share(longest):
+            rows += [(sides[0][i][0], [sides[0][i][1], sides[1][i][1]], [i, n + i])
+                     for i in shared]
+        else:
+            shared = []
+        alone = sorted(set(range(n)) - set(shared))
+        rows += [(sides[k][i][0], [sides[k][i][1]], [k * n + i]) for k in (0, 1) for i in alone]
+        out = torch.zeros(2 * n, device=self.device)
+        order = sorted(range(len(rows)), key=lambda j: len(rows[j][0]) + sum(map(len, rows[j][1])))
+        for s in range(0, len(order), self.batch_size):
+            chunk = [rows[j] for j in order[s : s + self.batch_size]]
+            if any(len(rs) > 1 for _, rs, _ in chunk) and not self._sharing_checked() and (
+                    not self._check_sharing(chunk)):
+                return self._pair_log_probs_unshared(prompts, chosen, rejected, max_length,
+                                                     max_prompt_length)
+            logits, targets, r, g = self._tree_logits([(c, rs) for c, rs, _ in chunk],
+                                                       pack=bool(shared))
+            tok = self._rowwise(_gather_log_softmax, logits, targets[:, None])
+            width = max(len(ds) for _, _, ds in chunk)
+            table = torch.tensor([ds + [0] * (width - len(ds)) for _, _, ds in chunk],
+                                 device=self.device)
+            out = out.index_add(0, table[r, g], tok.to(out.dtype))
+        lens = [torch.tensor([len(resp) for _, resp in side], dtype=torch.long,
+                             device=self.device) for side in sides]
+        return out[:n], lens[0], out[n:], lens[1]
+
+    def _pair_log_probs_unshared(self, prompts, chosen, rejected, max_length, max_prompt_length
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        lc, nc = self.token_log_probs(prompts, chosen, max_length=max_length,
+                                      max_prompt_length=max_prompt_length)
+        lr, nr = self.token_log_probs(prompts, rejected, max_length=max_length,
+                                      max_prompt_length=max_prompt_length)
+        return lc, nc, lr, nr
+
+    _SHARING = "_rlhf_env_prefix_sharing"  # the model's verdict, once checked
+
+    def _may_share(self, lengths: int) -> bool:
+        return self.model.__dict__.get(self._SHARING, True) and self.shares_prefixes(lengths)
+
+    def _sharing_checked(self) -> bool:
+        return self._SHARING in self.model.__dict__
+
+    @torch.no_grad()
+    def _check_sharing(self, chunk: list[tuple[list[int], list[list[int]], list[int]]]) -> bool:
+        """Packed, prefix-shared rows against ordinary rows on (up to) four pairs of a
+        batch; the verdict is kept on the model."""
+        chunk = [row for row in chunk if len(row[1]) > 1][:4]
+        logits, targets, r, g = self._tree_logits([(c, rs) for c, rs, _ in chunk], pack=True)
+        tok = self._rowwise(_gather_log_softmax, logits, targets[:, None]).double()
+        shared = torch.zeros(len(chunk), 2, dtype=torch.float64, device=self.device)
+        shared.index_put_((r, g), tok, accumulate=True)
+        plain = [(c, [resp]) for c, rs, _ in chunk for resp in rs]
+        logits, targets, r, _ = self._tree_logits(plain)
+        tok = self._rowwise(_gather_log_softmax, logits, targets[:, None]).double()
+        rows = torch.zeros(len(plain), dtype=torch.float64, device=self.device).index_add(0, r, tok)
+        n_tok = torch.tensor([len(resp) for _, rs, _ in chunk for resp in rs],
+                             dtype=torch.float64, device=self.device)
+        diff = float(((shared.reshape(-1) - rows).abs() / n_tok).max())
+        ok = diff <= 1e-3
+        if not ok:
+            log.warning("%s: scoring a pair's responses after one shared prompt differs from "
+                        "scoring them apart by %.2g per token; using two rows per pair",
+                        type(self.model).__name__, diff)
+        self.model.__dict__[self._SHARING] = ok
+        return ok
 
     def log_prob(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
         if not self.frozen:
@@ -887,6 +1088,12 @@ class CausalLMPolicy(Policy):
                     raise DataError(f"the weights in {where}: {name} has shape "
                                     f"{tuple(value.shape)}, this model needs {tuple(target.shape)}")
                 target.copy_(value.to(target.dtype))
+
+
+def _attention(model: nn.Module) -> str | None:
+    """The attention implementation transformers runs (``attn_implementation`` at load);
+    transformers keeps it only in this underscored config field, which TRL reads too."""
+    return getattr(model.config, "_attn_implementation", None)  # noqa: SLF001
 
 
 def _gather_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
