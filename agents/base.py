@@ -226,9 +226,17 @@ class AgentConfig(TypedConfig):
     run_name: str | None = None
     progress: bool | None = None
     checkpoint_dir: str | None = None
+    # which iterate learn() returns (agents/select.py): "last", or "holdout": the best on a
+    # held-out share of every round's paid pairs (the implicit reward's BT likelihood)
+    select_iterate: str = "last"
+    holdout_fraction: float = 0.1
 
     def check(self) -> None:
         check(self.seed >= 0, f"seed must be a non-negative int, got {self.seed!r}")
+        check(self.select_iterate in ("last", "holdout"),
+              f"select_iterate must be 'last' or 'holdout', got {self.select_iterate!r}")
+        check(0.0 < self.holdout_fraction < 1.0,
+              f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}")
 
     def check_env(self, instance: Any) -> None:
         """What depends on the env (its kind, budget, data); default: nothing."""

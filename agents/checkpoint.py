@@ -6,6 +6,7 @@ Layout of a checkpoint folder::
     iter_000/pairs.parquet     the round's labelled pairs (written before training)
     iter_000/pairs.parquet.sha256
     iter_000/policy/           the policy after the round (safetensors + JSON + MANIFEST.json)
+    selected/policy/           select_iterate='holdout': the best iterate so far (agents/select.py)
 
 Every file is written atomically and carries a SHA-256 digest that is checked when it
 is read back: an interruption at any point leaves either the previous state or the
@@ -95,6 +96,30 @@ class Checkpointer:
                                                 **state})
         for old in range(t):
             shutil.rmtree(self._dir(old) / "policy", ignore_errors=True)
+
+    def save_selected(self, policy: Policy) -> None:
+        """The incumbent of ``select_iterate="holdout"`` (agents/select.py), in
+        ``selected/policy`` (replaced atomically: written aside, then renamed)."""
+        import os
+        import shutil
+
+        tmp = self.folder / ".selected.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.save(tmp / "policy")
+        write_manifest(tmp / "policy")
+        old = self.folder / ".selected.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (self.folder / "selected").exists():
+            os.replace(self.folder / "selected", old)
+        os.replace(tmp, self.folder / "selected")
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_selected(self, base: Policy | None = None) -> Policy:
+        folder = self.folder / "selected" / "policy"
+        if not folder.is_dir() and (self.folder / ".selected.old" / "policy").is_dir():
+            folder = self.folder / ".selected.old" / "policy"  # killed between two renames
+        verify_manifest(folder, f"Delete {self.folder} and start again with --overwrite.")
+        return load_policy(folder, base=base)
 
     @classmethod
     def for_resume(cls, folder: str | Path) -> Checkpointer:

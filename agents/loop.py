@@ -204,6 +204,7 @@ class Agent:
         self.start_round = start
         self.setup()
         rounds = self.n_rounds()
+        selector = self._selector
         bar = tqdm(range(start, rounds), desc=self.name, initial=start, total=rounds,
                    disable=self.progress_disabled if rounds > 1 else True, leave=False)
         for t in bar:
@@ -212,15 +213,25 @@ class Agent:
                 new = self.collect(t)
                 if new is not None and ckpt is not None:
                     ckpt.save_pairs(t, new)
+            paid_now = new is not None
+            if new is not None and selector is not None:
+                new = selector.split(t, new)[0]  # the held-out share is never trained on
             if new is not None:
                 self.data.add(new)
             metrics = self.fit(t, new)
+            if selector is not None:
+                score, chosen = selector.update(t, self.policy)
+                metrics = {**metrics, "train/holdout_loglik": score,
+                           "train/selected_round": float(selector.best_round)}
+                if chosen and ckpt is not None:
+                    ckpt.save_selected(self.savable_policy())
             if ckpt is not None:
-                paid = sorted({*ckpt.state().get("paid_rounds", []), *([t] if new is not None
+                paid = sorted({*ckpt.state().get("paid_rounds", []), *([t] if paid_now
                                                                          else [])})
                 ckpt.complete(t, self.savable_policy(), global_step=self.global_step,
                               agent_state=self.state(), identity=self.identity(),
-                              paid_rounds=paid, queries_used=self.instance.queries_used)
+                              paid_rounds=paid, queries_used=self.instance.queries_used,
+                              **({} if selector is None else selector.state()))
             self.logger.log({"train/iteration": t, "train/pairs": len(self.data),
                              "oracle/queries_used": self.instance.queries_used, **metrics},
                             self.global_step)
@@ -232,8 +243,30 @@ class Agent:
                 break
         bar.close()
         self.finish()
+        if selector is not None:  # finish() may change the policy: the last iterate
+            selector.update(rounds, self.policy)
+            log.info("%s returns round %d's policy (best held-out log-likelihood of %d pairs)",
+                     self.name, selector.best_round, len(selector.held))
+            self.logger.log({"train/selected_round": float(selector.best_round)},
+                            self.global_step)
+            self.policy = selector.best
         self.logger.close()
         return self
+
+    @property
+    def _selector(self) -> Any:
+        """The :class:`~agents.select.IterateSelector` when ``select_iterate="holdout"``
+        (made on first use; a resume refills it in :meth:`_restore`)."""
+        if self.config.select_iterate != "holdout":
+            return None
+        if getattr(self, "_selector_obj", None) is None:
+            from agents.select import IterateSelector
+
+            scale = getattr(self.config, "beta", None) or self.instance.eta
+            self._selector_obj = IterateSelector(self.instance.reference,
+                                                 fraction=self.config.holdout_fraction,
+                                                 scale=float(scale), seed=self.config.seed)
+        return self._selector_obj
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint of this agent is bound to: its name, seed and the instance's
@@ -268,7 +301,8 @@ class Agent:
                     "delete the rounds from it on (a zoo run answers their labels again from "
                     "the ledger)")
             if pairs is not None:
-                self.data.add(pairs)
+                selector = self._selector
+                self.data.add(pairs if selector is None else selector.split(t, pairs)[0])
         durable = hasattr(self.instance.ledger, "path")  # an in-memory ledger starts afresh
         if durable and int(state.get("queries_used", 0)) > self.instance.queries_used:
             raise DataError(
@@ -278,6 +312,10 @@ class Agent:
             self.global_step = int(state.get("global_step", 0))
             self.policy = ckpt.load_policy(done - 1, base=self.instance.reference)
             self.load_state(state.get("agent_state", {}))
+            selector = self._selector
+            if selector is not None and state.get("selected_round") is not None:
+                selector.best = ckpt.load_selected(base=self.instance.reference)
+                selector.best_round = int(state["selected_round"])
         return done
 
     # -- persistence -------------------------------------------------------------------------

@@ -81,6 +81,9 @@ class IterativeDPOConfig(DPOConfig):
     def check(self) -> None:
         super().check()
         check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations!r}")
+        check(not (self.xpo_alpha and self.select_iterate == "holdout"),
+              "select_iterate='holdout' does not combine with xpo_alpha > 0 (XPO's reference "
+              "samples are matched to every paid pair, held-out ones included)")
         check(self.enhancer in ENHANCERS, f"enhancer must be one of {ENHANCERS}, got {self.enhancer!r}")
         check(self.rs_reward in ("implicit", "reward_model"),
               f"rs_reward must be 'implicit' or 'reward_model', got {self.rs_reward!r}")

@@ -1,9 +1,10 @@
-"""rlhf-zoo (also python -m agents.zoo): list, train, eval, leaderboard.
+"""rlhf-zoo (also python -m agents.zoo): list, train, eval, leaderboard, suite.
 
     rlhf-zoo list
     rlhf-zoo train --env LinearBT-v0 --agent iterative_dpo --seed 0 [--hyperparams k=v ...]
     rlhf-zoo eval runs/LinearBT-v0/iterative_dpo/seed0
     rlhf-zoo leaderboard --env LinearBT-v0 --seeds 3
+    rlhf-zoo suite --families small --seeds 10
 """
 
 from __future__ import annotations
@@ -191,7 +192,71 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPUs for each oracle-service actor (a large gold reward model)")
     lb.add_argument("--include-external", action="store_true",
                     help="add the external rows of rlhf-zoo eval --model (same seeds)")
+    su = sub.add_parser("suite", formatter_class=fmt, epilog=_EPILOG,
+                        help="the diagnostic suite: families of exact instances, one property "
+                             "varied each, every agent paired by seed",
+                        description="Run every agent on every cell of each family (an exact env "
+                                    "with one keyword varied over a grid) in the online "
+                                    "setting at equal labels, then write suite.md, suite.json, "
+                                    "capabilities.png and heatmaps.png (agents/zoo/suite.py).")
+    su.add_argument("--families", default="small",
+                    help="'small' (exploration, coverage, noise, budget), 'all', or a "
+                         "comma-separated list of: exploration, hidden, coverage, noise, "
+                         "budget, eta, dimension, alignment")
+    su.add_argument("--agents", default=None,
+                    help="comma-separated agents (default: mle_gibbs_pi0, mle_gibbs_uniform, "
+                         "mle_gibbs_design, pessimistic_gibbs_design, gshf_online, "
+                         "thompson_gibbs)")
+    su.add_argument("--baseline", default="mle_gibbs_uniform",
+                    help="the agent the heat maps compare with (default mle_gibbs_uniform)")
+    su.add_argument("--seeds", default="10", metavar="SEEDS",
+                    help="as the leaderboard's --seeds (default 10: seeds 0-9)")
+    su.add_argument("--workers", type=int, default=1,
+                    help="run jobs on a local Ray instance with this many workers")
+    su.add_argument("--runs-dir", default="runs/suite", metavar="DIR",
+                    help="where run folders go (default: runs/suite)")
+    su.add_argument("--out", default=None, metavar="DIR",
+                    help="output folder (default RUNS_DIR/report)")
+    su.add_argument("--overwrite", action="store_true",
+                    help="replace existing run folders (only folders this tool made)")
     return parser
+
+
+def _suite(args: argparse.Namespace, command: str) -> int:
+    import time
+
+    from agents.zoo import suite
+    from agents.zoo.leaderboard import agent_names
+    from rlhf_env.errors import InvalidArgumentError
+
+    check_output_dir(args.runs_dir, "--runs-dir")
+    check_output_dir(args.out, "--out")
+    fams = suite.families(args.families)
+    names = (list(suite.DEFAULT_AGENTS) if args.agents is None
+             else agent_names(args.agents, suite.FAMILIES[fams[0]].env_id))
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"--agents {args.agents}: an agent is named twice")
+    if args.baseline not in names:
+        raise InvalidArgumentError(f"--baseline {args.baseline} is not among the agents {names}")
+    if args.workers < 1:
+        raise InvalidArgumentError(f"--workers must be >= 1, got {args.workers}")
+    seeds = parse_seeds(args.seeds)
+    suite.plan(fams, names, seeds)  # every run resolved (and checked) before the first starts
+    start = time.perf_counter()
+    scores, failures = suite.run_suite(fams, names, seeds, runs=args.runs_dir,
+                                       overwrite=args.overwrite, workers=args.workers,
+                                       progress=_progress(args), command=command)
+    out = Path(args.out or Path(args.runs_dir) / "report")
+    summary = suite.write_suite(scores, out, baseline=args.baseline, seeds=seeds,
+                                command=command, wall_s=time.perf_counter() - start)
+    for a, v in sorted(summary["item3"].items()):
+        print(f"{a}: {'never' if not v['below'] else 'significantly'} below the best design "
+              f"baseline{'' if not v['below'] else ' in ' + ', '.join(v['below'])}; above it "
+              f"in {', '.join(v['above_families']) or 'no family'}")
+    print(f"wrote {out / 'suite.md'}, {out / 'suite.json'}, capabilities.png, heatmaps.png")
+    for f in failures:
+        print(f"error: {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _list() -> None:
@@ -226,6 +291,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if args.command == "list":
         _list()
         return 0
+    if args.command == "suite":
+        return _suite(args, command)
     if args.command == "eval":
         from rlhf_env.errors import InvalidArgumentError
 
