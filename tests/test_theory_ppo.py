@@ -197,3 +197,16 @@ def test_gshf_without_width_asks_pairs_of_its_main_agent(env):
     logq, gamma, kl = enhancer_search(log_pi1, env.unwrapped.features, sigma, 1.0, 0.0,
                                       np.geomspace(0.1, 20, 12))
     assert gamma == 0 and kl == 0 and np.array_equal(logq, log_pi1)
+
+
+def test_ppo_leaves_no_sb3_folder_in_the_temp_dir(env, tmp_path, monkeypatch):
+    """SB3's default logger makes an empty SB3-<date> folder per learn() without a
+    tensorboard_log; the agent's models log nowhere (its RunLogger logs)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    u = env.unwrapped
+    r, log_ref = tables(env)
+    config = PPOConfig(learning_rate=0.3, n_steps=64, batch_size=64, n_epochs=1)
+    train_ppo_on_table(r, log_ref, u.eta, timesteps=64, config=config)
+    assert not list(tmp_path.glob("SB3-*"))

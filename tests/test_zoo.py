@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
 import signal
+import warnings
 
+import numpy as np
 import pytest
 import yaml
 
@@ -117,6 +120,66 @@ def test_paired_iqm_and_probability_of_improvement_hand_worked():
     assert p["p"] == pytest.approx(2 / 3) and 0 <= p["low"] <= p["high"] <= 1
 
 
+def test_scipy_t_intervals_match_intervals_worked_by_hand():
+    # 2, 4, 4, 6: mean 4, sd sqrt(8/3), se sqrt(8/3)/2 = 0.816497; t_{0.975, 3} = 3.182446
+    mean, half = ci95([2.0, 4.0, 4.0, 6.0])
+    assert mean == 4.0 and half == pytest.approx(3.182446 * 0.816497, rel=1e-6)
+    # paired: a − b = 1, 2, 3, 4 (the order of seeds in the dicts does not matter): mean 2.5,
+    # sd sqrt(5/3) = 1.290994, se 0.645497, so 2.5 ± 3.182446 · 0.645497
+    d = paired({3: 5.0, 0: 1.0, 1: 3.0, 2: 5.0}, {0: 0.0, 1: 1.0, 2: 2.0, 3: 1.0})
+    assert d["mean"] == 2.5 and d["ci95"] == pytest.approx(3.182446 * 0.645497, rel=1e-6)
+    assert d["low"] == pytest.approx(2.5 - d["ci95"]) and d["high"] == pytest.approx(2.5 + d["ci95"])
+    with warnings.catch_warnings():  # agents equal on every seed, a constant count: a point
+        warnings.simplefilter("error")
+        same = paired({0: 0.3, 1: 0.7, 2: 0.5}, {0: 0.3, 1: 0.7, 2: 0.5})
+        assert (same["low"], same["high"], same["ci95"]) == (0.0, 0.0, 0.0)
+        assert ci95([1152.0] * 4) == (1152.0, 0.0) and iqm([0.5] * 4)["low"] == 0.5
+    one = paired({0: 1.0}, {0: 0.5})
+    assert one["mean"] == 0.5 and np.isnan(one["ci95"]) and np.isnan(one["low"])
+
+
+def test_scipy_iqm_bootstrap_gives_the_percentile_bootstrap_written_out():
+    v = np.random.default_rng(3).normal(size=9)
+    # by hand: 2000 resamples of the 9 values (indices drawn as one (2000, 9) block), each
+    # resample's mean of its middle values (int(9/4) = 2 off each end), 2.5/97.5 percentiles
+    idx = np.random.default_rng(0).integers(9, size=(2000, 9))
+    boots = np.sort(v[idx], axis=1)[:, 2:7].mean(axis=1)
+    q = iqm(v, seed=0)
+    assert q["iqm"] == pytest.approx(np.sort(v)[2:7].mean(), abs=1e-15)
+    assert q["low"] == pytest.approx(np.percentile(boots, 2.5), abs=1e-12)
+    assert q["high"] == pytest.approx(np.percentile(boots, 97.5), abs=1e-12)
+    assert iqm([3.0]) == {"iqm": 3.0, "low": 3.0, "high": 3.0}
+    assert iqm(v, seed=1) == iqm(v, seed=1)  # seeded: the same interval every time
+
+
+def test_probability_of_improvement_is_the_mann_whitney_u_over_the_pairs():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, size=rng.integers(1, 8)), rng.integers(0, 4, size=5)  # ties
+        by_hand = sum(float(a > b) + 0.5 * float(a == b) for a in x for b in y) / (len(x) * 5)
+        p = probability_of_improvement(x.astype(float), y.astype(float))
+        assert p["p"] == pytest.approx(by_hand, abs=1e-12) and p["low"] <= p["p"] <= p["high"]
+    assert probability_of_improvement([1.0], [2.0]) == {"p": 0.0, "low": 0.0, "high": 0.0}
+    one = probability_of_improvement([1.0], [0.0, 2.0, 0.5])  # the one run held, y resampled
+    assert one["p"] == pytest.approx(2 / 3) and one["low"] < one["high"]
+
+
+def test_the_table_is_a_github_markdown_table_with_the_formatted_cells():
+    from agents.zoo.leaderboard import table
+
+    rows = {a: [{"seed": s, "objective": v, "labels": 128} for s, v in enumerate(vals)]
+            for a, vals in {"reference": [0.1, 0.1, 0.1], "dpo": [0.98, 0.96, 0.97]}.items()}
+    agg = aggregate(rows)
+    lines = table(agg, comparisons(agg)).splitlines()
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    assert cells[0] == ["agent", "seeds", "objective J", "labels", "vs pi0 (paired)",
+                        "vs best (paired)", "IQM [95%]"]
+    assert set(lines[1]) <= {"|", "-"} and len({len(ln) for ln in lines}) == 1  # aligned
+    assert cells[2][:4] == ["dpo", "3", "0.970 ± 0.025", "128"] and cells[2][5] == "best"
+    assert cells[2][4] == "+0.870 [+0.845, +0.895] ✓" and cells[3][:3] == ["reference", "3", "0.100"]
+    assert cells[3][6] == "0.100 [0.100, 0.100]" and table(agg).count("\n") == 3
+
+
 def test_comparisons_versus_a_chosen_baseline():
     rows = {a: [{"seed": s, "objective": v} for s, v in enumerate(vals)]
             for a, vals in {"reference": [0.0, 0.0, 0.0], "online": [0.9, 0.8, 0.7],
@@ -210,7 +273,7 @@ def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
     assert set(board["agents"]) == {"reference", "dpo", "iterative_dpo"}
     assert board["agents"]["iterative_dpo"]["queries_used"]["values"] == [128, 128]
     md = (out / "leaderboard.md").read_text()
-    assert "| iterative_dpo | 2 |" in md and "rlhf-zoo leaderboard" in md
+    assert re.search(r"\| iterative_dpo +\| 2 +\|", md) and "rlhf-zoo leaderboard" in md
     assert "vs pi0 (paired)" in md and "vs dpo (paired)" in md and "IQM" in md
     assert board["comparisons"]["agents"]["iterative_dpo"]["vs_dpo"]["seeds"] == [0, 1]
     assert set(board["comparisons"]["agents"]) == {"reference", "dpo", "iterative_dpo"}
@@ -290,3 +353,103 @@ def test_the_scores_plot_draws_pi0_where_pi0_scores(tmp_path, monkeypatch):
     ax = kept["fig"].axes[0]
     pi0 = [ln for ln in ax.get_lines() if ln.get_label().startswith("pi0")]
     assert len(pi0) == 1 and pi0[0].get_xdata()[0] == 2.49
+
+
+def test_style_gives_every_agent_of_a_figure_its_own_colour_and_marker():
+    from agents.zoo import plots
+
+    styles = [plots.style(i, line=True) for i in range(110)]
+    pairs = [(s["color"], s["marker"]) for s in styles]
+    assert len(set(pairs)) == 110  # no two of the first 110 agents alike
+    assert {s["color"] for s in styles} == set(plots.COLOURS)  # Paul Tol's muted scheme
+    for i in range(40):  # agents of one colour are drawn with different lines, too
+        for j in range(i + 1, 40):
+            if styles[i]["color"] == styles[j]["color"]:
+                assert styles[i]["linestyle"] != styles[j]["linestyle"]
+    assert set(plots.style(0)) == {"color", "marker"}  # what scatter and errorbar take
+
+
+def _board(tmp_path, n_agents=3):
+    """A small board without training: reference, dpo and iterative_dpo (with a curve over
+    its rounds) on LinearBT-v0 over 3 seeds, and ``n_agents - 3`` agents crowding near pi*."""
+    from agents.zoo.run import run_dir
+
+    rng = np.random.default_rng(0)
+    names = ["reference", "dpo", "iterative_dpo"] + [f"crowd{k}" for k in range(n_agents - 3)]
+    results = {}
+    for a in names:
+        rows = []
+        for s in range(3):
+            score = {"reference": 0.0, "dpo": 0.7}.get(a, 0.97) + 0.01 * rng.normal()
+            kl, gold = 0.7 - 0.6 * (1 - score) + 0.01 * rng.normal(), 1.8 - 1.5 * (1 - score)
+            labels = {"reference": 0, "dpo": 2558}.get(a, 1152)
+            rows.append({"seed": s, "normalized_score": score, "objective": gold - kl,
+                         "gold_reward": gold, "kl": kl, "labels": labels, "win_rate": 0.7,
+                         "queries_used": 1024 if a == "iterative_dpo" else 0,
+                         "offline_labels": labels - (1024 if a == "iterative_dpo" else 0),
+                         "optimal/kl": 0.7, "optimal/gold_reward": 1.8, "best_of_4/kl": 0.6,
+                         "best_of_4/gold_reward": 1.0, "wall_s": 1.0 + s})
+            if a == "iterative_dpo":
+                folder = run_dir(tmp_path / "runs", "LinearBT-v0", a, s)
+                folder.mkdir(parents=True)
+                (folder / "metrics.jsonl").write_text("".join(
+                    json.dumps({"oracle/queries_paid": q, "eval/normalized_score": q / 1100,
+                                "eval/kl": q / 2000, "eval/gold_reward": q / 1000}) + "\n"
+                    for q in (0, 512, 1024)))
+        results[a] = rows
+    agg = aggregate(results)
+    return agg, comparisons(agg), results
+
+
+def _inside(fig):
+    """Every title's extent lies within the figure (drawn as saved)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # pyplot has closed the figure: a canvas of its own
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for text in fig.texts + [ax.title for ax in fig.axes]:
+        if text.get_text():
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (
+                text.get_text())
+
+
+def test_each_plot_writes_a_readable_png(tmp_path, monkeypatch):
+    from agents.zoo import plots
+
+    figs = {}
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.setdefault(path.name, fig)
+                        and save(fig, path))
+    agg, comp, results = _board(tmp_path)
+    title = "LinearBT-v0, oracle bt, with a title long enough that it has to be wrapped somewhere"
+    out = tmp_path / "lb"
+    out.mkdir()
+    made = plots.make_all(title, "LinearBT-v0", agg, comp, results, out, runs=tmp_path / "runs")
+    assert {p.name for p in made} == {"scores.png", "paired.png", "reward_vs_kl.png",
+                                      "score_vs_labels.png", "metrics.png", "gold_vs_sqrt_kl.png"}
+    for p in made:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000, p
+        _inside(figs[p.name])
+    ax = figs["score_vs_labels.png"].axes[0]
+    left, right = ax.get_xlim()
+    assert ax.get_xscale() == "log" and 0 < left and ax.get_xticklabels()[0].get_text() == "0"
+    xs = np.concatenate([ln.get_xdata() for ln in ax.get_lines() if len(ln.get_xdata()) > 0
+                         and ln.get_label() not in ("pi*", "pi0")])
+    assert 1.5 * left < xs.min() and xs.max() < right / 1.5  # no point at an edge
+    assert xs.min() == ax.get_xticks()[0]  # pi0's 0 labels: at the "0" tick
+    assert len(figs["reward_vs_kl.png"].axes) == 1  # three agents apart: no zoom
+
+
+def test_the_reward_kl_plot_zooms_on_a_crowd_and_labels_every_agent(tmp_path, monkeypatch):
+    from agents.zoo import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    agg, _, _ = _board(tmp_path, n_agents=12)
+    plots.reward_kl_plot("T", agg, tmp_path / "r.png")
+    assert len(figs[0].axes) == 2  # the overview and the zoom
+    named = [[t.get_text() for t in ax.texts if "n=" not in t.get_text()] for ax in figs[0].axes]
+    assert sorted(named[0] + named[1]) == sorted(agg)  # each agent named once, in one panel
+    assert len(named[1]) >= 9 and all(a.startswith(("crowd", "iterative")) for a in named[1])

@@ -97,6 +97,16 @@ def make_table_ppo(env: KLBanditEnv, log_ref: np.ndarray, eta: float, c: PPOConf
     with torch.no_grad():  # the actor's logits for one-hot x are column x: start at log pi0
         model.policy.action_net.weight.copy_(torch.as_tensor(log_ref.T, dtype=torch.float32))
         model.policy.action_net.bias.zero_()
+    return silent_logger(model)
+
+
+def silent_logger(model: Any) -> Any:
+    """Give an SB3 model a logger that writes nowhere: without one, every ``learn()`` with
+    no ``tensorboard_log`` makes an empty ``SB3-<date>`` folder in the temp dir (SB3's
+    ``configure(folder=None)``); the agent logs through its own RunLogger instead."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
     return model
 
 

@@ -435,7 +435,9 @@ def make_lm_ppo(policy: Any, ref: Any, prompts: Sequence[str], *, kl_coef: float
         ref_model=ref.model, kl_coef=kl_coef, kl_target=c.kl_target,
         activate_policy=getattr(policy, "activate", None),
         activate_reference=getattr(ref, "activate", None))
-    return model, envs
+    from agents.algorithms.ppo import silent_logger
+
+    return silent_logger(model), envs
 
 
 def watch_first_minibatch_ratios(model: Any) -> list[torch.Tensor]:

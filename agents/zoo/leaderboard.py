@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from agents.zoo.config import RunConfig, resolve
 from agents.zoo.run import run_dir, train_run
 from agents.zoo.stats import METRICS, aggregate, comparisons, score_key
@@ -154,11 +156,10 @@ def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) ->
     versus = list(comp.get("versus", ())) if comp else []
     extra = (["vs pi0 (paired)", "vs best (paired)"] + [f"vs {v} (paired)" for v in versus]
              + ["IQM [95%]"] if comp else [])
-    lines = ["| agent | seeds | " + " | ".join([t for _, t, _ in cols] + extra) + " |",
-             "|---|---|" + "---|" * (len(cols) + len(extra))]
+    rows = []
     for a in sorted(agg, key=lambda a: -agg[a][key]["mean"]):
         e = agg[a]
-        cells = [_cell(e.get(k), d) for k, _, d in cols]
+        cells = [a, str(len(e["seeds"]))] + [_cell(e.get(k), d) for k, _, d in cols]
         if comp:
             c = comp["agents"][a]
             q = c["iqm"]
@@ -166,8 +167,10 @@ def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) ->
                       "best" if a == comp["best"] else _interval(c.get("vs_best"))]
             cells += [_interval(c.get(f"vs_{v}")) for v in versus]
             cells += [f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"]
-        lines.append(f"| {a} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    # the cells are formatted above: numparse off, or tabulate would reformat "0.980" as 0.98
+    return tabulate(rows, ["agent", "seeds"] + [t for _, t, _ in cols] + extra,
+                    tablefmt="github", disable_numparse=True)
 
 
 def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out: str | Path,

@@ -4,21 +4,25 @@
   where the score is normalized;
 * ``paired.png``: each agent's per-seed difference to pi0 with its 95% t-interval, the IQM
   with its bootstrap interval, and the probability of improving on pi0;
-* ``reward_vs_kl.png``: gold reward against KL, per seed *relative to that seed's pi** (exact
-  envs) or to pi0 (sampled envs), so instances line up; best-of-n of pi0 and pi* marked;
-* ``score_vs_labels.png``: score against the labels used (offline + paid), the online agents'
-  curves over their rounds;
+* ``reward_vs_kl.png``: gold reward against KL, each seed *relative to that seed's pi**
+  (exact envs) or to pi0 (sampled envs), so instances line up: each agent's mean with 95%
+  intervals both ways, named beside the panel; best-of-n of pi0 and pi* marked; where agents
+  crowd, a second panel zooms in on them;
+* ``score_vs_labels.png``: score against the labels used (offline + paid, log scale; pi0's
+  none at a "0" tick on the left), the online agents' curves over their rounds;
 * ``metrics.png``: the other metrics per seed;
 * ``gold_vs_sqrt_kl.png``: gold reward (solid) and, for agents that learn a reward model,
   their proxy reward (dashed) over training against sqrt(KL) — the axes of Gao et al.
   (2023) on which reward over-optimisation shows as gold rising then falling.
 
-Every agent has its own colour *and* marker, for any number of agents.
+Every agent of a figure has its own (colour, marker) pair, from a colour-blind-safe palette
+(:func:`style`); titles are wrapped to the figure's width.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,12 @@ from agents.zoo.run import run_dir
 
 __all__ = ["make_all", "style"]
 
-_MARKERS = "osD^vP*Xhp<>"
+# Paul Tol's "muted" scheme (https://personal.sron.nl/~pault/#sec:qualitative), safe for
+# colour-blind readers; its pale grey (meant for missing data) is darkened to read on white.
+COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99",
+           "#999933", "#AA4499", "#777777")
+MARKERS = "osD^vP*Xh<>"  # 11 markers, coprime with 10 colours
+LINES = ("-", "--", "-.", ":")
 
 
 def _plt() -> Any:
@@ -40,10 +49,22 @@ def _plt() -> Any:
     return plt
 
 
-def style(i: int) -> dict[str, Any]:
-    """Colour and marker of the i-th agent: distinct pairs for up to 120 agents."""
-    plt = _plt()
-    return {"color": plt.get_cmap("tab10")(i % 10), "marker": _MARKERS[(i // 10 + i) % 12]}
+def style(i: int, line: bool = False) -> dict[str, Any]:
+    """Colour, marker (and with ``line`` the line style) of the i-th agent of a figure.
+
+    Colour i mod 10 and marker i mod 11: as 10 and 11 are coprime, no two of the first 110
+    agents share both (Chinese remainder theorem). Agents of one colour also differ in line
+    style (i // 10), for curves."""
+    out = {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[i % len(MARKERS)]}
+    if line:
+        out["linestyle"] = LINES[(i // len(COLOURS)) % len(LINES)]
+    return out
+
+
+def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (a
+    character is at most about 0.6 em wide on average), so no title runs off the figure."""
+    return textwrap.fill(text, max(20, int(width_in * 72 / (0.6 * fontsize))))
 
 
 def _order(agg: dict[str, dict[str, Any]], key: str) -> list[str]:
@@ -76,7 +97,7 @@ def scores_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
     if key == "normalized_score":
         ax.axvline(1, color="red", lw=1.5, ls="--", label="pi* (Gibbs optimum)")
     ax.set_xlabel(key.replace("_", " ") + " (dots: seeds; bar: mean ± 95% t-interval)")
-    ax.set_title(f"{title}: score per seed")
+    fig.suptitle(_wrap(f"{title}: score per seed", 7.2))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
@@ -107,47 +128,122 @@ def paired_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
     axes[2].set_xlabel("P(agent > pi0) over runs (95% bootstrap)")
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{title}: paired comparisons")
+    fig.suptitle(_wrap(f"{title}: paired comparisons", 12.5))
     return _save(fig, path)
 
 
-def reward_kl_plot(title: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Gold reward against KL, per seed relative to that seed's pi* (or pi0)."""
-    plt = _plt()
+def _relative(agg: dict[str, dict[str, Any]]) -> tuple[bool, dict[str, Any], dict, dict]:
+    """(exact?, pi0's entry, per-seed KL and gold reward of the point every seed is measured
+    from: that seed's pi* on exact envs, its pi0 otherwise)."""
     ref = agg.get("reference") or next(iter(agg.values()))
     exact = "optimal/kl" in ref
     base_kl = ref["optimal/kl"]["by_seed"] if exact else {s: 0.0 for s in ref["gold_reward"]["by_seed"]}
-    base_r = (ref["optimal/gold_reward"]["by_seed"] if exact else ref["gold_reward"]["by_seed"])
-    fig, ax = plt.subplots(figsize=(8, 5.8))
+    base_r = ref["optimal/gold_reward"]["by_seed"] if exact else ref["gold_reward"]["by_seed"]
+    return exact, ref, base_kl, base_r
+
+
+def _crowded(pts: dict[str, tuple[float, ...]], span: np.ndarray) -> list[str]:
+    """The agents around the most crowded point: those within 5% of the axes' span (each
+    way) of the agent with the most such neighbours; none when fewer than 4 crowd there."""
+    names = list(pts)
+    p = np.array([pts[a][:2] for a in names]) / span
+    near = (np.abs(p[:, None] - p[None]) < 0.05).all(-1)
+    i = int(near.sum(1).argmax())
+    return [names[j] for j in np.flatnonzero(near[i])] if near[i].sum() >= 4 else []
+
+
+def _label_column(ax: Any, pts: dict[str, tuple[float, ...]], names: list[str],
+                  colours: dict[str, dict[str, Any]], aspect: float) -> None:
+    """Each name in a column right of ``ax``, joined to its point by a line of the agent's
+    colour: no two labels overlap however close the points. Names are matched to the
+    column's slots by the shortest total length of line (scipy's assignment solver), which
+    in the plane never crosses two lines. ``aspect``: the axes' width over its height."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not names:
+        return
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xy = np.array([((pts[a][0] - x0) / (x1 - x0) * aspect, (pts[a][1] - y0) / (y1 - y0))
+                   for a in names])  # axes fractions, x scaled to the height's unit
+    slots = (np.arange(len(names)) + 0.5) / len(names)
+    cost = np.hypot(xy[:, :1] - 1.03 * aspect, xy[:, 1:] - slots[None, :])
+    rows, cols = linear_sum_assignment(cost)
+    size = min(8.0, 260.0 / len(names))
+    for r, c in zip(rows, cols):
+        a = names[r]
+        ax.annotate(a, xy=pts[a][:2], xytext=(1.03, slots[c]), textcoords="axes fraction",
+                    fontsize=size, va="center", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "lw": 0.7, "shrinkB": 4,
+                                "color": colours[a]["color"]})
+
+
+def reward_kl_plot(title: str, agg: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Gold reward against KL: each agent's mean over seeds with 95% t-intervals both ways,
+    every seed taken relative to that seed's pi* (or pi0) so instances line up. Agents are
+    labelled directly; where four or more crowd, a second panel zooms in on them."""
+    from matplotlib.colors import to_rgba
+
+    plt = _plt()
+    exact, ref, base_kl, base_r = _relative(agg)
+    colours = {a: style(i) for i, a in enumerate(sorted(agg))}
+    pts: dict[str, tuple[float, float, float, float]] = {}  # agent: (x, y, x half, y half)
+    for a in sorted(agg):
+        seeds = [s for s in agg[a]["kl"]["by_seed"] if s in base_kl]
+        xs = np.array([agg[a]["kl"]["by_seed"][s] - base_kl[s] for s in seeds])
+        ys = np.array([agg[a]["gold_reward"]["by_seed"][s] - base_r[s] for s in seeds])
+        pts[a] = (float(xs.mean()), float(ys.mean()), _half(xs), _half(ys))
     ns = sorted(int(k.split("/")[0][8:]) for k in ref if k.startswith("best_of_")
                 and k.endswith("/kl"))
-    if ns:
-        kl = [np.mean([ref[f"best_of_{n}/kl"]["by_seed"][s] - base_kl[s] for s in base_kl])
-              for n in ns]
-        gr = [np.mean([ref[f"best_of_{n}/gold_reward"]["by_seed"][s] - base_r[s]
-                       for s in base_r]) for n in ns]
-        ax.plot(kl, gr, "-", color="gray", marker=".", label="best-of-n of pi0 (gold reward)")
-        for n, x, y in zip(ns, kl, gr):
-            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7, color="gray")
-    if exact:
-        ax.plot([0], [0], "r*", markersize=18, label="pi* (each seed's)", zorder=6)
-    for i, a in enumerate(sorted(agg)):
-        e, st = agg[a], style(i)
-        seeds = [s for s in e["kl"]["by_seed"] if s in base_kl]
-        xs = np.array([e["kl"]["by_seed"][s] - base_kl[s] for s in seeds])
-        ys = np.array([e["gold_reward"]["by_seed"][s] - base_r[s] for s in seeds])
-        ax.scatter(xs, ys, s=14, alpha=0.35, color=st["color"], marker=st["marker"])
-        ax.errorbar(xs.mean(), ys.mean(), xerr=_half(xs), yerr=_half(ys), capsize=3,
-                    markersize=8, markeredgecolor="black", label=a, linestyle="none", **st)
+    bon = np.array([(np.mean([ref[f"best_of_{n}/kl"]["by_seed"][s] - base_kl[s] for s in base_kl]),
+                     np.mean([ref[f"best_of_{n}/gold_reward"]["by_seed"][s] - base_r[s]
+                              for s in base_r])) for n in ns]).reshape(-1, 2)
+    every = np.array([(x + sx * dx, y + sy * dy) for x, y, dx, dy in pts.values()
+                      for sx in (-1, 1) for sy in (-1, 1)] + [(0.0, 0.0)] + bon.tolist())
+    crowd = _crowded(pts, np.maximum(np.ptp(every, axis=0), 1e-12))
+    fig, axes = plt.subplots(1, 2 if crowd else 1, figsize=(15 if crowd else 8.5, 6.2),
+                             squeeze=False)
+    aspect = (5.6 if crowd else 6.5) / 5.0  # each panel's width over its height, about
+    for ax in axes[0]:
+        if ns:
+            ax.plot(bon[:, 0], bon[:, 1], ":", color="black", marker=".", lw=1,
+                    label="best-of-n of pi0")
+            for n, (x, y) in zip(ns, bon):
+                ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7, color="0.3")
+        if exact:
+            ax.plot([0], [0], "*", color="#CC3311", markersize=16, label="pi* (each seed's)",
+                    zorder=6, markeredgecolor="black", markeredgewidth=0.5)
+        for a, (x, y, dx, dy) in pts.items():
+            ax.errorbar(x, y, xerr=dx, yerr=dy, capsize=2, markersize=7, linestyle="none",
+                        markeredgecolor="black", markeredgewidth=0.6, elinewidth=0.9,
+                        ecolor=to_rgba(colours[a]["color"], 0.55), zorder=4, **colours[a])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.grid(alpha=0.3)
     where = "pi*'s" if exact else "pi0's"
-    ax.set_xlabel(f"KL(pi || pi0) − {where} on the same seed  [nats]")
-    ax.set_ylabel(f"gold reward − {where} on the same seed")
-    ax.axhline(0, color="black", lw=0.6)
-    ax.axvline(0, color="black", lw=0.6)
-    ax.set_title(f"{title}: reward against KL, per seed (small) and mean ± 95% (large)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", ncol=2)
+    for ax in axes[0]:
+        ax.set_xlabel(f"KL(pi || pi0) − {where} on the same seed  [nats]")
+    axes[0][0].set_ylabel(f"gold reward − {where} on the same seed")
+    axes[0][0].legend(fontsize=8, loc="upper left")  # the frontier rises left to right
+    if crowd:
+        box = np.array([pts[a][:2] for a in crowd])
+        lo, hi = box.min(0), box.max(0)
+        pad = np.maximum(0.12 * (hi - lo), 0.01 * np.ptp(every, axis=0))
+        lo, hi = lo - pad, hi + pad
+        zoom = axes[0][1]
+        zoom.set_xlim(lo[0], hi[0])
+        zoom.set_ylim(lo[1], hi[1])
+        zoom.set_title("zoom on the dashed box", fontsize=10)
+        inside = [a for a, (x, y, _, _) in pts.items()
+                  if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]]
+        axes[0][0].add_patch(plt.Rectangle(tuple(lo), *(hi - lo), fill=False, ls="--",
+                                           ec="0.3", lw=0.8, zorder=7))
+        _label_column(zoom, pts, inside, colours, aspect)
+        _label_column(axes[0][0], pts, [a for a in pts if a not in inside], colours, aspect)
+    else:
+        _label_column(axes[0][0], pts, list(pts), colours, aspect)
+    fig.suptitle(_wrap(f"{title}: gold reward against KL, per agent: mean over seeds ± 95% "
+                       "t-interval both ways", 14 if crowd else 7.8))
     return _save(fig, path)
 
 
@@ -171,14 +267,18 @@ def _curve(folder: Path, key: str, offline: float) -> dict[float, float]:
 def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any],
                 results: dict[str, list[dict]], env_id: str, runs: str | Path,
                 path: Path) -> Path:
-    """Score against labels used: online agents' curves over rounds, the rest as points."""
+    """Score against labels used: online agents' curves over rounds, the rest as points.
+
+    The label axis is logarithmic from the smallest positive count; agents that used no
+    label (pi0) sit at a "0" tick at its left edge. Nothing is drawn at negative counts."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     plt = _plt()
     key = comp["score"]
-    fig, ax = plt.subplots(figsize=(10, 5.2))
+    drawn = []  # (agent's index, agent, labels, mean score, its 95% half-width, curve?)
     for i, a in enumerate(sorted(agg)):
-        st, e = style(i), agg[a]
+        e = agg[a]
         labels = e.get("labels", e.get("queries_used"))
-        x_end = labels["mean"] if labels else 0.0
         curves = []
         if e.get("queries_used", {}).get("mean", 0) > 0:
             for r in results[a]:
@@ -186,27 +286,51 @@ def labels_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any]
                     continue
                 offline = float(r.get("offline_labels", 0))
                 curves.append(_curve(run_dir(runs, env_id, a, r["seed"], r.get("oracle")), key, offline))
-        xs = sorted(set.intersection(*[set(c) for c in curves])) if curves and all(curves) else []
-        if len(xs) > 1:
-            ys = np.array([[c[x] for x in xs] for c in curves])
-            ax.plot(xs, ys.mean(0), "-", label=f"{a}", **st)
-            if len(curves) > 1:
-                half = np.array([_half(ys[:, j]) for j in range(len(xs))])
-                ax.fill_between(xs, ys.mean(0) - half, ys.mean(0) + half, color=st["color"],
-                                alpha=0.15)
+        n = min((len(c) for c in curves), default=0)
+        if n > 1:  # round by round (seeds' offline counts may differ: x is their mean)
+            rounds = [sorted(c)[:n] for c in curves]
+            ys = np.array([[c[x] for x in xs] for c, xs in zip(curves, rounds)])
+            half = (np.array([_half(ys[:, j]) for j in range(n)]) if len(curves) > 1
+                    else np.zeros(n))
+            drawn.append((i, a, np.mean(rounds, axis=0), ys.mean(0), half, True))
         else:
-            ax.errorbar(max(x_end, 1.0), e[key]["mean"], yerr=_half(np.array(e[key]["values"])),
-                        capsize=3, linestyle="none", label=a, **st)
+            drawn.append((i, a, np.array([labels["mean"] if labels else 0.0]),
+                          np.array([e[key]["mean"]]), np.array([_half(np.array(e[key]["values"]))]),
+                          False))
+    positive = [x for d in drawn for x in d[2] if x > 0]
+    smallest, largest = (min(positive), max(positive)) if positive else (1.0, 1.0)
+    zero = smallest / 3  # where "0 labels" is drawn, left of every positive count
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    for i, a, xs, ys, half, curve in drawn:
+        x = np.where(xs > 0, xs, zero)
+        if curve:
+            ax.plot(x, ys, label=a, markeredgecolor="black", markeredgewidth=0.4, **style(i, True))
+            ax.fill_between(x, ys - half, ys + half, color=style(i)["color"], alpha=0.15)
+        else:
+            ax.errorbar(x, ys, yerr=half, capsize=3, linestyle="none", label=a,
+                        markeredgecolor="black", markeredgewidth=0.4, **style(i))
     if key == "normalized_score":
-        ax.axhline(1, color="red", ls="--", lw=1.2, label="pi*")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(left=0)  # no negative half of the symlog axis
-    ax.set_xlabel("labels used (offline pairs learned from + queries paid)")
+        ax.axhline(1, color="#CC3311", ls="--", lw=1.2, label="pi*")
+        ax.axhline(0, color="black", lw=0.8, label="pi0")
+    ax.set_xscale("log")
+    ax.set_xlim(zero / 1.7, largest * 1.7)  # margins: no marker touches an edge
+    ax.margins(y=0.08)
+    decades = range(math.floor(math.log10(zero)), math.floor(math.log10(largest * 1.7)) + 1)
+    steps = (1, 2, 5) if largest / smallest < 100 else (1,)  # a narrow range: more ticks
+    ticks = [m * 10.0**k for k in decades for m in steps if zero * 2 < m * 10.0**k < largest * 1.7]
+    ax.xaxis.set_major_locator(FixedLocator([zero] + ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: "0" if x == zero else f"{x:,.0f}"
+                                               if x >= 1 else f"{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("labels used (offline pairs learned from + queries paid; log scale, none at "
+                  "the left)")
     ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(f"{title}: {key.replace('_', ' ')} against labels (mean, 95% band)")
+    fig.suptitle(_wrap(f"{title}: {key.replace('_', ' ')} against labels (mean, 95% band)", 9.5))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # agents by name, then pi*, pi0
+    names = sorted(handles, key=lambda n: (n not in agg, n))
+    ax.legend([handles[n] for n in names], names, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -231,7 +355,7 @@ def metrics_plot(title: str, agg: dict[str, dict[str, Any]], comp: dict[str, Any
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(names)), names)
-    fig.suptitle(f"{title}: per seed (dots) and mean (line)")
+    fig.suptitle(_wrap(f"{title}: per seed (dots) and mean (line)", 3.4 * len(cols) - 0.4))
     return _save(fig, path)
 
 
@@ -285,8 +409,8 @@ def overoptimisation_plot(title: str, agg: dict[str, dict[str, Any]],
         ax2.legend(fontsize=7, loc="best")
     for a_ in (ax, ax2):
         a_.grid(alpha=0.3)
-    fig.suptitle(f"{title}: over-optimisation on Gao et al.'s axes (mean over seeds, one point "
-                 "per evaluated round)")
+    fig.suptitle(_wrap(f"{title}: over-optimisation on Gao et al.'s axes (mean over seeds, one "
+                       "point per evaluated round)", 12))
     return _save(fig, path)
 
 

@@ -8,11 +8,17 @@ al., NeurIPS 2021, "Deep RL at the edge of the statistical precipice"): the inte
 mean (IQM) with a percentile bootstrap interval over seeds (one task, so the stratified
 bootstrap is the plain one), and the probability of improvement P(X > Y) + P(X = Y)/2 over
 pairs of runs, with its bootstrap interval (:func:`iqm`, :func:`probability_of_improvement`).
+
+The numbers are scipy's: the t-intervals ``ttest_1samp`` and ``ttest_rel``'s
+``confidence_interval()``, the IQM ``trim_mean(x, 0.25)`` (rliable's cut), the probability
+of improvement ``mannwhitneyu``'s U over the number of pairs (ties count half), the
+intervals ``bootstrap(method="percentile")``, seeded. rliable itself is not a dependency:
+it would pull in seaborn and arch for these few lines.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,13 +46,21 @@ def score_key(agg: dict[str, dict[str, Any]]) -> str:
     return "normalized_score" if exact else "objective"
 
 
+def _quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` without scipy's RuntimeWarnings on zero-variance samples (two agents equal on
+    every seed, a count such as labels): their interval is the point, which scipy returns."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args, **kwargs)
+
+
 def ci95(values: Sequence[float]) -> tuple[float, float]:
     """(mean, half-width of the 95% t interval); the half-width is nan for one value."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return float(v.mean()), float("nan")
-    t = float(sps.t.ppf(0.975, len(v) - 1))
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+    ci = _quiet(sps.ttest_1samp, v, 0.0).confidence_interval(0.95)
+    return float(v.mean()), float((ci.high - ci.low) / 2)
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
@@ -56,44 +70,60 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     if not diff:
         return {"mean": float("nan"), "ci95": float("nan"), "low": float("nan"),
                 "high": float("nan"), "seeds": []}
-    mean, half = ci95(diff)
-    return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "seeds": seeds,
-            "values": diff}
+    mean = float(np.mean(diff))
+    if len(diff) < 2:
+        low = high = float("nan")
+    else:
+        ci = _quiet(sps.ttest_rel, [a[s] for s in seeds], [b[s] for s in seeds]
+                    ).confidence_interval(0.95)
+        low, high = float(ci.low), float(ci.high)
+    return {"mean": mean, "ci95": (high - low) / 2, "low": low, "high": high,
+            "seeds": seeds, "values": diff}
 
 
-def _iqm(v: np.ndarray) -> float:
-    return float(sps.trim_mean(v, 0.25))
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Any, seed: int) -> tuple[float, float]:
+    """95% percentile-bootstrap interval (``BOOTSTRAP`` resamples of each sample)."""
+    ci = sps.bootstrap(data, statistic, n_resamples=BOOTSTRAP, vectorized=True, paired=False,
+                       method="percentile", confidence_level=0.95,
+                       rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
-def _iqm_rows(m: np.ndarray) -> np.ndarray:
-    """:func:`_iqm` of each row (scipy's trim_mean cut: int(n/4) values off each end)."""
-    n = m.shape[1]
-    k = int(0.25 * n)
-    return np.sort(m, axis=1)[:, k:n - k].mean(axis=1)
+def _iqm(v: np.ndarray, axis: int = -1) -> np.ndarray:
+    return sps.trim_mean(v, 0.25, axis=axis)  # int(n/4) values off each end, as rliable
 
 
 def iqm(values: Sequence[float], seed: int = 0) -> dict[str, float]:
-    """Interquartile mean and its 95% percentile-bootstrap interval over seeds."""
+    """Interquartile mean and its 95% percentile-bootstrap interval over seeds (one value:
+    the interval is that value)."""
     v = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = _iqm_rows(v[rng.integers(len(v), size=(BOOTSTRAP, len(v)))])
-    return {"iqm": _iqm(v), "low": float(np.percentile(boots, 2.5)),
-            "high": float(np.percentile(boots, 97.5))}
+    point = float(_iqm(v))
+    low, high = _bootstrap((v,), _iqm, seed) if len(v) > 1 else (point, point)
+    return {"iqm": point, "low": low, "high": high}
 
 
-def _poi(x: np.ndarray, y: np.ndarray) -> float:
-    return float(((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])).mean())
+def _poi(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """P(X > Y) + P(X = Y)/2: the Mann-Whitney U of x over the number of pairs."""
+    u = sps.mannwhitneyu(x, y, axis=axis, method="asymptotic").statistic
+    return u / (x.shape[axis] * y.shape[axis])
 
 
 def probability_of_improvement(x: Sequence[float], y: Sequence[float], seed: int = 0
                                ) -> dict[str, float]:
-    """P(X > Y) + P(X = Y)/2 over pairs of runs, with a 95% bootstrap interval."""
+    """P(X > Y) + P(X = Y)/2 over pairs of runs, with a 95% percentile-bootstrap interval
+    (x and y resampled independently; a one-run sample is held fixed, scipy resamples only
+    samples of two or more)."""
     xv, yv = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = [_poi(xv[rng.integers(len(xv), size=len(xv))], yv[rng.integers(len(yv), size=len(yv))])
-             for _ in range(BOOTSTRAP)]
-    return {"p": _poi(xv, yv), "low": float(np.percentile(boots, 2.5)),
-            "high": float(np.percentile(boots, 97.5))}
+    point = float(_poi(xv, yv))
+    if len(xv) > 1 and len(yv) > 1:
+        low, high = _bootstrap((xv, yv), _poi, seed)
+    elif len(xv) > 1:
+        low, high = _bootstrap((xv,), lambda s, axis=-1: _poi(s, yv, axis), seed)
+    elif len(yv) > 1:
+        low, high = _bootstrap((yv,), lambda s, axis=-1: _poi(xv, s, axis), seed)
+    else:
+        low = high = point
+    return {"p": point, "low": low, "high": high}
 
 
 def aggregate(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
