@@ -179,11 +179,15 @@ class CommonArgs:
             budget = default_budget if query_budget is None else query_budget
         if feedback not in FEEDBACK:
             raise InvalidArgumentError(f"feedback must be one of {FEEDBACK}, got {short(feedback)}")
-        if ledger is None:
-            ledger = QueryLedger(budget)
-        elif not isinstance(ledger, QueryLedger):
+        if ledger is not None and not isinstance(ledger, QueryLedger):
             raise InvalidArgumentError(
                 f"ledger must be a rlhf_env.oracles.QueryLedger, got {type(ledger).__name__}")
+        if ledger is None or not ledger.sealed:  # before anything is built or bound to r*
+            from rlhf_env.judging import refuse_during_a_run
+
+            refuse_during_a_run("a new environment")
+        if ledger is None:
+            ledger = QueryLedger(budget)
         else:
             ledger.bind_budget(budget)
         eta = check_positive_float("eta", eta, low=ETA_RANGE[0], high=ETA_RANGE[1])

@@ -14,6 +14,20 @@ The env an agent holds (``env``, ``env.unwrapped``, the vector env) exposes
 none of this, and nothing under ``agents/`` imports this module (a test walks
 their imports). Python cannot stop a determined cheat; this stops accidents and
 makes any reach visible in review.
+
+**Sealed runs.** The zoo seals every run's ledger (:meth:`QueryLedger.seal`) and opens a
+session on it while the agent learns. The run's own judge then answers only inside
+:func:`unsealed` with the run's token. And while such a run is in progress in a process
+(:func:`rlhf_env.oracles.ledger.runs_in_progress`), outside :func:`unsealed`:
+
+* no other judge answers either, and
+* no new problem instance can be made unless it is charged to a sealed ledger (an env
+  made from the live env's ``spec`` shares the run's ledger, and so is allowed).
+
+Otherwise ``rlhf_env.make(id, seed=s)`` would give the agent a twin of its own instance:
+the same gold reward and theta*, a judge that answers, a fresh offline dataset and a fresh
+query budget, none of it charged to the run. The seal holds within one process only: an
+agent that starts another Python process can build the same instance there.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from rlhf_env.oracles.base import finite_rewards
 from rlhf_env.policies import TabularPolicy
 from rlhf_env.policies.closed_forms import gibbs_log_probs
 
-__all__ = ["Judge", "judge", "attach", "instance_of", "unsealed"]
+__all__ = ["Judge", "judge", "attach", "instance_of", "unsealed", "refuse_during_a_run"]
 
 _JUDGES: weakref.WeakKeyDictionary[ProblemInstance, Judge] = weakref.WeakKeyDictionary()
 
@@ -170,10 +184,28 @@ def unsealed(env: Any, token: str) -> Iterator[None]:
         opened.remove(ledger)
 
 
+def refuse_during_a_run(what: str) -> None:
+    """Raise :class:`PrivilegedAttributeError` naming ``what`` when a sealed zoo run is in
+    progress in this process and this thread is not inside :func:`unsealed` (the harness);
+    see the module docstring."""
+    if getattr(_OPEN, "ledgers", None):
+        return
+    from rlhf_env.oracles.ledger import runs_in_progress
+
+    if runs_in_progress():
+        raise PrivilegedAttributeError(
+            f"{what}: a zoo run is in progress in this process, and while it lasts only its "
+            "harness reaches a judge or makes a new instance (a fresh instance of the same id "
+            "and seed would hold the run's gold reward and an uncharged budget). Make your "
+            "envs and evaluate them before or after the run; inside it, use the views of the "
+            "run's env (env.unwrapped.make_vec, or rlhf_env.make from its spec)")
+
+
 def judge(env: Any) -> Judge:
     """The :class:`Judge` of the instance behind ``env`` (evaluation and analysis only).
 
-    A sealed instance (a zoo run's) answers only inside :func:`unsealed`."""
+    A sealed instance (a zoo run's) answers only inside :func:`unsealed`, and while a zoo
+    run is in progress in this process no judge answers outside it (module docstring)."""
     inst = instance_of(env)
     if inst not in _JUDGES:
         raise RLHFEnvError(f"{inst.name} has no judge (it was not made by an rlhf_env env)")
@@ -184,4 +216,5 @@ def judge(env: Any) -> Judge:
             f"{inst.name} is sealed: it belongs to a zoo run, whose harness evaluates it; the "
             "judge (gold reward, evaluation, diagnostics, the oracle report) is not reachable "
             "from the agent's side. Make an env of your own to evaluate outside a run")
+    refuse_during_a_run(f"the judge of {inst.name}")
     return _JUDGES[inst].hold()

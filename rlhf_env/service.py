@@ -94,7 +94,7 @@ class OracleService:
 
     def end_session(self, status: str) -> None:
         if self.ledger is not None:
-            self.ledger.end_session(status)
+            self.ledger.end_session(status, self._token)
 
     def sessions(self) -> list[dict[str, Any]]:
         return self.ledger.sessions() if self.ledger is not None else []

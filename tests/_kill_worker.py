@@ -11,6 +11,9 @@ POINT is where the process kills itself (``kill -9``, so no handler or ``finally
 * ``pairs_digest``: at the N-th pairs file, after its digest is written and before the
   table is renamed into place (write_pairs' own kill window);
 * ``hold``: sleep N seconds in the first round (holding the run's lock), then carry on.
+* ``ray_up``: every Ray task of ``leaderboard --workers`` writes its pid to the file
+  ``$RLHF_KILL_MARKER`` and sleeps N seconds instead of training (test_ray_teardown.py
+  kills the driver from outside once the file exists; the process does not kill itself).
 """
 
 import os
@@ -84,6 +87,20 @@ def main() -> int:
             return original_fit(self, *a, **k)
 
         Agent.learn = learn
+    elif point == "ray_up":
+        from agents.zoo import distributed
+
+        marker = os.environ["RLHF_KILL_MARKER"]
+
+        def run_job(*args, **kwargs):  # defined in __main__: Ray ships it by value
+            import os
+            import time
+
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(n)
+
+        distributed.run_job = run_job
     else:
         raise SystemExit(f"unknown point {point!r}")
     return cli.main(argv)

@@ -1,7 +1,8 @@
 """The judge sealed for real (issue 22): inside a zoo run, every documented route to gold
 information refuses the agent — rlhf_env.evaluate, rlhf_env.judge, the oracle report, the
-diagnostics, J(pi*), an env re-made from the live env's spec — while the harness's own
-evaluations go through; and the zoo's evaluations never land in the agent's logger."""
+diagnostics, J(pi*), an env re-made from the live env's spec, a twin made from the id and
+options — while the harness's own evaluations go through; and the zoo's evaluations never
+land in the agent's logger."""
 
 from __future__ import annotations
 
@@ -23,7 +24,22 @@ LEAKS = {
     "J(pi*)": lambda a: __import__("rlhf_env.optimum").optimum.optimal_objective(a.env),
     "re-made from the spec": lambda a: rlhf_env.judge(rlhf_env.make(
         a.env.spec.id.split("/")[-1], **a.env.spec.kwargs)),
+    # a twin: the same id and options without the run's ledger (the same gold reward, a
+    # judge of its own, free offline labels, a fresh budget) is refused while the run lasts
+    "a twin's judge": lambda a: rlhf_env.judge(rlhf_env.make(
+        a.env.spec.id.split("/")[-1], **_without_ledger(a.env.spec.kwargs))),
+    "a twin's budget": lambda a: rlhf_env.make(
+        a.env.spec.id.split("/")[-1], **_without_ledger(a.env.spec.kwargs)).unwrapped
+    .offline_dataset,
+    "a twin of the class": lambda a: type(a.env.unwrapped)(
+        **_without_ledger(a.env.spec.kwargs)),
+    "a report of the id": lambda a: rlhf_env.oracles.report(
+        a.env.spec.id.split("/")[-1], env_kwargs=_without_ledger(a.env.spec.kwargs)),
 }
+
+
+def _without_ledger(kwargs):
+    return {k: v for k, v in kwargs.items() if k != "ledger"}
 
 
 def test_inside_a_zoo_run_every_gold_route_refuses_the_agent(tmp_path, monkeypatch):
@@ -51,6 +67,10 @@ def test_inside_a_zoo_run_every_gold_route_refuses_the_agent(tmp_path, monkeypat
     assert tried == {**{k: "refused" for k in LEAKS}, "eval in the agent's logger": "False"}
     e = (tmp_path / "TinyInstruct-v0" / "dpo" / "seed0" / "eval.json")
     assert e.is_file()  # the harness's own evaluation went through
+    from rlhf_env.oracles.ledger import runs_in_progress
+
+    assert runs_in_progress() == []  # and after the run, envs are made and judged again
+    assert rlhf_env.judge(rlhf_env.make("LinearBT-v0")).theta_star.shape == (16,)
 
 
 def test_outside_a_run_the_judge_answers_and_a_seal_needs_its_token():

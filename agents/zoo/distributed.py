@@ -16,11 +16,36 @@ through the actor: it never loads the gold reward or theta*.
 Resources per task come from the zoo config's run-level ``resources`` key
 (``{num_cpus: 1, num_gpus: 0}`` by default). Ray is an optional dependency
 (``pip install -e ".[distributed]"``), imported only here.
+
+**A local instance dies with its driver, also on SIGKILL.** Ray's own reaper stops the
+processes in the driver's process group (GCS, raylet, log monitor) when the driver dies,
+but the raylet's children — the dashboard agent, the runtime-env agent — notice their
+parent's death only after about a minute (they first try to report it to the dead GCS).
+So :func:`run_jobs` starts the local instance (:func:`start_local_ray`, without the
+dashboard) under a **watchdog** (:func:`start_watchdog`): a small Python process in a
+session of its own, holding the read end of a pipe from the driver. While the driver
+lives it records the driver's descendants (pid and start time) twice a second; when the
+pipe reads end-of-file — the driver exited or was killed, the kernel closes its end
+either way — and the driver's pid is gone, it sends SIGTERM to every recorded process
+that still runs (and their children), and SIGKILL after two seconds. A driver that ends
+normally shuts Ray down and tells the watchdog to leave (:meth:`Watchdog.stop`); a
+process whose start time changed (a reused pid) is never touched. It needs ``psutil``,
+which Ray installs; without it the instance runs unwatched, with a warning. An attached
+cluster (``--address``) is not the command's, and is never stopped.
+
+**Connecting is bounded.** ``--address host:port`` (or ``ray://host:port``) is first
+reached with a plain TCP connection within :data:`CONNECT_TIMEOUT_S` seconds: an address
+nobody listens on fails at once with an error naming it (Ray itself would wait for the
+GCS for minutes). ``auto`` is Ray's: it fails fast when no cluster runs here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -29,7 +54,8 @@ from agents.zoo.run import clear_for_overwrite, run_dir, train_run
 from rlhf_env.errors import InvalidArgumentError
 
 __all__ = ["require_ray", "RayClient", "run_job", "run_jobs", "oracle_service",
-           "longest_first"]
+           "longest_first", "start_local_ray", "start_watchdog", "Watchdog", "check_address",
+           "CONNECT_TIMEOUT_S"]
 
 log = logging.getLogger("agents")
 
@@ -43,6 +69,162 @@ def require_ray() -> Any:
             "--workers/--address need Ray: pip install -e \".[distributed]\" (or pip install "
             f"ray) ({e})") from e
     return ray
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long ``--address host:port`` may take to accept a TCP connection."""
+
+
+def check_address(address: Any, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``address`` (``auto``, ``host:port`` or
+    ``ray://host:port``) is well formed and, for a host and port, accepts a TCP connection
+    within ``timeout`` seconds (nothing else is checked: a listener that is not Ray is
+    Ray's to refuse)."""
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidArgumentError(
+            f"--address must be 'auto', host:port or ray://host:port, got {address!r}")
+    if address in ("auto", "local"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgumentError(
+            f"--address {address!r}: expected 'auto', host:port or ray://host:port (a port "
+            "in 1..65535)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise InvalidArgumentError(
+            f"--address {address}: no Ray cluster answers there (no TCP connection within "
+            f"{timeout:g} s: {e}). Start one with 'ray start --head', or check the address "
+            "(or use --workers N for a local instance)") from e
+
+
+# The watchdog of an owned local instance (see the module docstring), run as
+# ``python -c _WATCHDOG RAY_THIRDPARTY``. Its parent is the driver. It prints "ready" once it
+# watches; "stop" on stdin ends it without touching anything; end-of-file with the driver
+# gone stops every process it recorded as the driver's descendant (and their children).
+_WATCHDOG = r"""
+import os, select, sys, time
+try:
+    import psutil
+except ImportError:
+    sys.path.append(sys.argv[1])
+    import psutil
+driver = psutil.Process(os.getppid())
+me = os.getpid()
+seen = {}
+def record():
+    try:
+        for p in driver.children(recursive=True):
+            if p.pid != me:
+                seen.setdefault((p.pid, p.create_time()), p)
+    except psutil.Error:
+        pass
+def gone():
+    try:
+        return not driver.is_running() or driver.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+record()
+print("ready", flush=True)
+fd = sys.stdin.fileno()
+while True:
+    ready, _, _ = select.select([fd], [], [], 0.5)
+    if ready:
+        data = os.read(fd, 64)
+        if b"stop" in data:
+            sys.exit(0)
+        if not data:
+            break
+    record()
+while not gone():
+    time.sleep(0.2)
+procs = {}
+for p in seen.values():
+    try:
+        if p.is_running():
+            procs[p.pid] = p
+            for c in p.children(recursive=True):
+                procs.setdefault(c.pid, c)
+    except psutil.Error:
+        pass
+procs.pop(me, None)
+for p in procs.values():
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+_, alive = psutil.wait_procs(list(procs.values()), timeout=2)
+for p in alive:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+class Watchdog:
+    """The driver's end of a watchdog process (:func:`start_watchdog`)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """Tell the watchdog the driver is done (Ray already shut down): it leaves."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"stop\n")
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_watchdog() -> Watchdog | None:
+    """Start a watchdog of this process's descendants (see the module docstring); None,
+    with a warning, when it cannot watch (no ``psutil``)."""
+    ray = require_ray()
+    thirdparty = os.path.join(os.path.dirname(ray.__file__), "thirdparty_files")
+    proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, thirdparty],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    if line.strip() != b"ready":
+        proc.kill()
+        proc.wait()
+        log.warning("the local Ray instance runs without a watchdog (psutil is missing): "
+                    "if this process is killed, Ray's agents may outlive it for a minute")
+        return None
+    return Watchdog(proc)
+
+
+def start_local_ray(workers: int) -> Watchdog | None:
+    """``ray.init`` of a local instance with ``workers`` CPUs and no dashboard, under a
+    watchdog that stops it if this process dies (returned: :meth:`Watchdog.stop` it after
+    ``ray.shutdown()``)."""
+    ray = require_ray()
+    dog = start_watchdog()
+    try:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    except BaseException:
+        ray.shutdown()
+        if dog is not None:
+            dog.stop()
+        raise
+    return dog
 
 
 class RayClient:
@@ -162,28 +344,36 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
     ray = require_ray()
     from rlhf_env.progress import bar
 
+    started = not ray.is_initialized()
+    if started and address is not None:
+        check_address(address)  # before anything is created: a dead address fails at once
     if overwrite:  # on the driver, once: a retried task must resume, not start again
         for cfg in jobs:
             clear_for_overwrite(run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle))
-    started = not ray.is_initialized()
+    dog: Watchdog | None = None
     if started:
         if address is not None:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as e:
+                raise InvalidArgumentError(f"--address {address}: {e}") from e
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(run_job)
-    refs: dict[Any, RunConfig] = {}
-    for cfg in longest_first(jobs, str(runs)):
-        res = {"num_cpus": 1, "num_gpus": 0, **cfg.resources}
-        ref = task.options(max_retries=max_retries, **res).remote(
-            cfg.to_dict(), str(runs), None if tensorboard_log is None else str(tensorboard_log),
-            command, sealed, oracle_gpus)
-        refs[ref] = cfg
+            dog = start_local_ray(workers)
     out: list[tuple[RunConfig, Any, str | None]] = []
-    pbar = bar(total=len(jobs), desc=f"leaderboard ({workers} workers)", enabled=progress,
-               leave=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}]")
-    pending, start = list(refs), time.perf_counter()
+    pbar = None
     try:
+        task = ray.remote(run_job)
+        refs: dict[Any, RunConfig] = {}
+        for cfg in longest_first(jobs, str(runs)):
+            res = {"num_cpus": 1, "num_gpus": 0, **cfg.resources}
+            ref = task.options(max_retries=max_retries, **res).remote(
+                cfg.to_dict(), str(runs),
+                None if tensorboard_log is None else str(tensorboard_log), command, sealed,
+                oracle_gpus)
+            refs[ref] = cfg
+        pbar = bar(total=len(jobs), desc=f"leaderboard ({workers} workers)", enabled=progress,
+                   leave=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}]")
+        pending, start = list(refs), time.perf_counter()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             cfg = refs[done[0]]
@@ -201,7 +391,10 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
                 log.warning(f"{what} failed: {type(cause).__name__}: {cause}")
             pbar.update(1)
     finally:
-        pbar.close()
+        if pbar is not None:
+            pbar.close()
         if started:
             ray.shutdown()
+        if dog is not None:
+            dog.stop()
     return out

@@ -283,7 +283,7 @@ class LocalBackend:
         self.ledger.begin_session(command=command)
 
     def end(self, status: str) -> None:
-        self.ledger.end_session(status)
+        self.ledger.end_session(status, self._token)
 
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
         from rlhf_env.judging import unsealed
@@ -319,11 +319,16 @@ class ServiceBackend:
 
         self.cfg, self.client, self._token = cfg, client, token
         self.env = connect(client)
+        self._view_ledger = self.env.unwrapped.ledger
+        if token is not None:  # this process is sealed too while the run is in progress
+            self._view_ledger.seal(token)
 
     def open(self, command: str) -> None:
         self.client.open_ledger(command)
+        self._view_ledger.begin_session(command=command)
 
     def end(self, status: str) -> None:
+        self._view_ledger.end_session(status, self._token)
         self.client.end_session(status)
 
     def evaluate(self, policy: Any, final: bool = True) -> dict[str, float]:
@@ -393,7 +398,6 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
             record(folder, "config.yml")
         with (folder / "command.txt").open("a") as f:
             f.write(command + "\n")
-        backend.open(command)
         tb = (Path(tensorboard_log) / cfg.env_id / cfg.agent / f"seed{cfg.seed}"
               if tensorboard_log else folder / "tensorboard")
         agent.logger = RunLogger(tb, jsonl=folder / "metrics.jsonl")
@@ -417,6 +421,7 @@ def train_run(cfg: RunConfig, runs: str | Path = "runs", *, resume: bool = False
         resume_from = (ckpt if continuing and cls.resumable and (ckpt / "state.json").is_file()
                        else None)
         status = "interrupted"
+        backend.open(command)  # the session (a run in progress) ends in the finally below
         try:
             if resume_from is None and cfg.eval_every:  # pi0's point on the queries curve
                 m = backend.evaluate(env.unwrapped.reference, final=False)

@@ -28,6 +28,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +38,18 @@ import numpy as np
 
 from rlhf_env.errors import DataError, InvalidArgumentError, QueryBudgetExceeded
 
-__all__ = ["QueryLedger", "DurableLedger", "batch_key"]
+__all__ = ["QueryLedger", "DurableLedger", "batch_key", "runs_in_progress"]
 
 LABEL, SCORE = "label", "score"
+
+_RUNS: weakref.WeakSet[QueryLedger] = weakref.WeakSet()
+"""The sealed ledgers of this process with a session open: zoo runs in progress."""
+
+
+def runs_in_progress() -> list[QueryLedger]:
+    """The sealed ledgers with an open session in this process (a zoo run is in progress
+    while one is): :mod:`rlhf_env.judging` then refuses new instances and other judges."""
+    return list(_RUNS)
 
 
 def batch_key(kind: str, prompts: Sequence[str], *responses: Sequence[str]) -> str:
@@ -139,7 +149,17 @@ class QueryLedger:
 
     def begin_session(self, **info: Any) -> int:
         """Start a session (a process working on the run); returns its id (0 in memory)."""
+        self._in_session(True)
         return 0
+
+    def _in_session(self, open_: bool) -> None:
+        """Record whether a session is open: a sealed ledger with one is a run in progress
+        (:func:`runs_in_progress`) until :meth:`end_session` is given the seal's token."""
+        self._session_open = open_
+        if open_ and self.sealed:
+            _RUNS.add(self)
+        else:
+            _RUNS.discard(self)
 
     # -- the seal ------------------------------------------------------------------------------
     def seal(self, token: str) -> None:
@@ -151,6 +171,7 @@ class QueryLedger:
         if getattr(self, "_seal_token", None) not in (None, token):
             raise InvalidArgumentError("this ledger is already sealed with another token")
         self._seal_token = token
+        self._in_session(getattr(self, "_session_open", False))
 
     @property
     def sealed(self) -> bool:
@@ -164,8 +185,15 @@ class QueryLedger:
         own = getattr(self, "_seal_token", None)
         return own is not None and isinstance(token, str) and hmac.compare_digest(own, token)
 
-    def end_session(self, status: str) -> None:
-        """Close the current session with ``status`` (``done``, ``interrupted``, ...)."""
+    def end_session(self, status: str, token: str | None = None) -> None:
+        """Close the current session with ``status`` (``done``, ``interrupted``, ...). A
+        sealed ledger's run stays in progress (:func:`runs_in_progress`) unless ``token``
+        is its seal's: an agent cannot end its own run's seal."""
+        self._end_run(token)
+
+    def _end_run(self, token: str | None) -> None:
+        if not self.sealed or self.opens(token):
+            self._in_session(False)
 
     def __deepcopy__(self, memo: dict) -> QueryLedger:
         return self  # a copy of an env is another view of the same instance: one ledger
@@ -401,9 +429,11 @@ class DurableLedger(QueryLedger):
                 (time.time(), "running", os.getpid(), os.uname().nodename,
                  str(info.get("command", ""))))
             self._session = int(cur.lastrowid)
+        self._in_session(True)
         return self._session
 
-    def end_session(self, status: str) -> None:
+    def end_session(self, status: str, token: str | None = None) -> None:
+        self._end_run(token)
         if self._db is None or self._session is None:
             return
         with self._lock:
