@@ -155,7 +155,11 @@ def evaluate(policy: Policy, env: Any, **options: Any) -> dict[str, float]:
                 f"evaluation on an exact env is exact and takes no options, got {sorted(options)}")
         return exact_metrics(policy, inst, judge(inst))
     options = check_sampled_options(options, len(inst.eval_prompts))
-    return sampled_metrics(policy, inst, judge(inst), **options)
+    from rlhf_env.progress import timed
+
+    n = options.get("n_prompts") or len(inst.eval_prompts)
+    with timed(f"evaluating on {n} held-out prompts of {inst.name}"):
+        return sampled_metrics(policy, inst, judge(inst), **options)
 
 
 def exact_metrics(policy: Policy, inst: ProblemInstance, j: Judge) -> dict[str, float]:
