@@ -49,8 +49,9 @@ def byte_tokenizer() -> Any:
     """A byte-level ``PreTrainedTokenizerFast``: token i < 256 is byte i, 256 is EOS (= pad)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte map
 
-    byte_chars = _bytes_to_unicode()
+    byte_chars = bytes_to_unicode()
     vocab = {byte_chars[b]: b for b in range(256)}
     vocab[EOS] = 256
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -61,21 +62,6 @@ def byte_tokenizer() -> Any:
         tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=EOS, padding_side="left",
         model_max_length=1 << 20,
     )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
 
 
 @dataclass(frozen=True)
