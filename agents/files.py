@@ -16,7 +16,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ import yaml
 from rlhf_env.errors import DataError
 
 __all__ = ["write_text", "write_json", "read_json", "read_yaml", "read_jsonl", "sha256_file",
-           "write_manifest", "verify_manifest", "MANIFEST", "write_pairs", "read_pairs"]
+           "write_manifest", "verify_manifest", "MANIFEST", "write_pairs", "read_pairs",
+           "report_folder"]
 
 MANIFEST = "MANIFEST.json"
 
@@ -161,3 +163,27 @@ def read_pairs(path: Path, hint: str) -> Any:
         raise _damaged(path, e, hint) from e
     return PreferenceData(list(table["prompt"]), list(table["chosen"]), list(table["rejected"]),
                           list(table["confidence"]) if "confidence" in table else None)
+
+
+@contextmanager
+def report_folder(out: Path, last: Sequence[str]) -> Iterator[Path]:
+    """A temporary folder to write a report into; on success each file is moved into
+    ``out`` (os.replace: atomic), the files named in ``last`` last, all under a lock on
+    ``out``. A failed or concurrent command never leaves a partial file, and the previous
+    report stays until a complete one replaces it; other files in ``out`` are left alone."""
+    import shutil
+
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            out.mkdir(exist_ok=True)
+            for f in sorted(tmp.iterdir(), key=lambda f: (f.name in last, f.name)):
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -91,4 +91,6 @@ def test_bad_suite_arguments_are_refused_before_any_run(tmp_path, capsys):
     assert "--baseline" in capsys.readouterr().err
     assert main([*base, "--agents", "gshf_online,gshf_online"]) == 1
     assert "named twice" in capsys.readouterr().err
+    assert main([*base, "--agents", "dpo,mle_gibbs_uniform"]) == 1  # offline: cannot run online
+    assert "agent dpo cannot run in the suite's coverage family" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

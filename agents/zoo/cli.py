@@ -250,6 +250,9 @@ def _suite(args: argparse.Namespace, command: str) -> int:
     summary = suite.write_suite(scores, out, baseline=args.baseline, seeds=seeds,
                                 command=command, wall_s=time.perf_counter() - start)
     for a, v in sorted(summary["item3"].items()):
+        if not v["cells"]:
+            print(f"{a}: no finished cell")
+            continue
         print(f"{a}: {'never' if not v['below'] else 'significantly'} below the best design "
               f"baseline{'' if not v['below'] else ' in ' + ', '.join(v['below'])}; above it "
               f"in {', '.join(v['above_families']) or 'no family'}")

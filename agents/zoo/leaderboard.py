@@ -180,30 +180,12 @@ def write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], out
 
     ``versus``: agents every other agent is also compared with, paired by seed (a column
     each), besides pi0 and the best agent."""
-    import os
-    import shutil
-
-    from filelock import FileLock
+    from agents.files import report_folder
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # written into a folder of its own, then each file moved into place (os.replace: atomic)
-    # under a lock, the table last: a failed or concurrent command never leaves a partial
-    # file, and the previous table stays until a complete one replaces it. Other files in
-    # the folder are left alone.
-    with FileLock(str(out) + ".lock"):
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            report = _write_leaderboard(env_id, results, tmp, runs=runs, command=command,
-                                        oracle=oracle, versus=versus)
-            out.mkdir(exist_ok=True)
-            last = ("leaderboard.json", "leaderboard.md")
-            for f in sorted(tmp.iterdir(), key=lambda f: (f.name in last, f.name)):
-                os.replace(f, out / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with report_folder(out, last=("leaderboard.json", "leaderboard.md")) as tmp:
+        report = _write_leaderboard(env_id, results, tmp, runs=runs, command=command,
+                                    oracle=oracle, versus=versus)
     report["figures"] = [str(out / Path(f).name) for f in report["figures"]]
     return report
 

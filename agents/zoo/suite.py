@@ -113,17 +113,29 @@ def families(spec: str) -> list[str]:
 
 
 def plan(names: Sequence[str], agents: Sequence[str], seeds: Sequence[int]) -> list[tuple]:
-    """``(family, cell label, RunConfig)`` of every run, resolved (and so checked) first."""
+    """``(family, cell label, RunConfig)`` of every run, resolved (and so checked) first;
+    each agent is also built on each cell's first instance, so that one that cannot learn
+    there (an offline agent: the suite runs online) is refused before any run starts."""
+    import agents as zoo
     from agents.zoo.config import resolve
+    from agents.zoo.run import make_env
+    from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
 
     jobs = []
     for fam in names:
         f = FAMILIES[fam]
         for label, kwargs, oracle in f.cells():
             for a in agents:
-                for s in seeds:
-                    jobs.append((fam, label, resolve(a, f.env_id, s, env_kwargs=kwargs,
-                                                     setting="online", oracle=oracle)))
+                cfgs = [resolve(a, f.env_id, s, env_kwargs=kwargs, setting="online",
+                                oracle=oracle) for s in seeds]
+                try:
+                    zoo.get(a)(make_env(cfgs[0]), **cfgs[0].hyperparams, seed=cfgs[0].seed,
+                               progress=False)
+                except RLHFEnvError as e:
+                    raise InvalidArgumentError(
+                        f"agent {a} cannot run in the suite's {fam} family ({label}, online "
+                        f"at equal labels): {e}") from e
+                jobs += [(fam, label, cfg) for cfg in cfgs]
     return jobs
 
 
@@ -337,31 +349,16 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
 def write_suite(scores: dict[str, Any], out: str | Path, *, baseline: str,
                 seeds: Sequence[int], command: str = "", wall_s: float = 0.0) -> dict[str, Any]:
     """``suite.md``, ``suite.json`` and the plots into ``out`` (atomically, under a lock)."""
-    import os
-    import shutil
-
-    from filelock import FileLock
+    from agents.files import report_folder
 
     summary = summarise(scores, baseline)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            _plots(summary, tmp)
-            (tmp / "suite.json").write_text(json.dumps(
-                {"seeds": list(seeds), "command": command, "wall_s": wall_s,
-                 "families": {f: {"env_id": FAMILIES[f].env_id, "key": FAMILIES[f].key,
-                                   "grid": list(FAMILIES[f].grid),
-                                   "capability": FAMILIES[f].capability} for f in scores},
-                 **summary}, indent=1, default=str))
-            (tmp / "suite.md").write_text(markdown(summary, seeds, command, wall_s))
-            out.mkdir(exist_ok=True)
-            last = ("suite.json", "suite.md")
-            for f in sorted(tmp.iterdir(), key=lambda f: (f.name in last, f.name)):
-                os.replace(f, out / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with report_folder(Path(out), last=("suite.json", "suite.md")) as tmp:
+        _plots(summary, tmp)
+        (tmp / "suite.json").write_text(json.dumps(
+            {"seeds": list(seeds), "command": command, "wall_s": wall_s,
+             "families": {f: {"env_id": FAMILIES[f].env_id, "key": FAMILIES[f].key,
+                               "grid": list(FAMILIES[f].grid),
+                               "capability": FAMILIES[f].capability} for f in scores},
+             **summary}, indent=1, default=str))
+        (tmp / "suite.md").write_text(markdown(summary, seeds, command, wall_s))
     return summary
