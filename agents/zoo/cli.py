@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--agents", default=None,
                     help="comma-separated agents (default: mle_gibbs_pi0, mle_gibbs_uniform, "
                          "mle_gibbs_design, pessimistic_gibbs_design, gshf_online, "
-                         "thompson_gibbs)")
+                         "thompson_gibbs, adaptive_design_gibbs)")
     su.add_argument("--baseline", default="mle_gibbs_uniform",
                     help="the agent the heat maps compare with (default mle_gibbs_uniform)")
     su.add_argument("--seeds", default="10", metavar="SEEDS",

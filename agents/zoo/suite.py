@@ -93,7 +93,8 @@ DESIGNS = ("mle_gibbs_pi0", "mle_gibbs_uniform", "mle_gibbs_design", "pessimisti
 """Non-adaptive agents: the whole budget on pairs fixed before the first label."""
 
 DEFAULT_AGENTS = ("mle_gibbs_pi0", "mle_gibbs_uniform", "mle_gibbs_design",
-                  "pessimistic_gibbs_design", "gshf_online", "thompson_gibbs")
+                  "pessimistic_gibbs_design", "gshf_online", "thompson_gibbs",
+                  "adaptive_design_gibbs")
 
 
 def families(spec: str) -> list[str]:
