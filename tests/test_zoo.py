@@ -36,13 +36,15 @@ TINY_LM = {
 # the finite-action agents (closed forms): LinearBT entries only
 FINITE_ONLY = {"mle_gibbs", "pessimistic_gibbs", "gshf_online", "gshf_hybrid", "mle_gibbs_pi0",
                "pessimistic_gibbs_pi0", "mle_gibbs_uniform", "pessimistic_gibbs_uniform",
-               "mle_gibbs_design", "pessimistic_gibbs_design", "thompson_gibbs"}
+               "mle_gibbs_design", "pessimistic_gibbs_design", "thompson_gibbs",
+               "adaptive_design_gibbs"}
 TINY_LINEAR = {"ppo": ["timesteps_per_iteration=2048", "n_steps=512", "batch_size=512"],
                "gshf_online": ["iterations=2"], "gshf_hybrid": ["iterations=2"],
                "mle_gibbs": [], "pessimistic_gibbs": [], "reference": [], "best_of_n": [],
                "mle_gibbs_pi0": [], "pessimistic_gibbs_pi0": [], "mle_gibbs_uniform": [],
                "pessimistic_gibbs_uniform": [], "mle_gibbs_design": [],
                "pessimistic_gibbs_design": [], "thompson_gibbs": ["iterations=2"],
+               "adaptive_design_gibbs": ["iterations=2"],
                "online_dpo": ["iterations=2", "num_train_epochs=30"],
                "xpo": ["iterations=2", "num_train_epochs=30"]}
 TINY_ENV = ["size=small", "n_train_prompts=16", "n_eval_prompts=4", "n_offline=8",
