@@ -22,7 +22,7 @@ baseline and an adaptive learner see the same number of labels), and the report 
 Runs are ordinary zoo runs (resumable, reused when finished) under
 ``RUNS_DIR/<family>/<key>=<value>/``; the tables and plots go to ``--out``, written into a
 temporary folder and moved into place under a lock, as leaderboards are. The exact agents
-take about half a second a run, so one process runs the small grid in ~7 minutes; with
+take about half a second a run, so one process runs the small grid of 8 agents in ~8 minutes; with
 ``--workers N`` each cell is a leaderboard of its own on a local Ray instance (started per
 cell, a few seconds each).
 """
