@@ -176,15 +176,6 @@ class AdaptiveDesignAgent(TheoryAgent):
         self.sizes = self.config.round_sizes(self.instance)
         self.adaptive, self.shrinkage = False, float("nan")
 
-    def differences(self, data: PreferenceData) -> np.ndarray:
-        data = data.without_ties()[0]
-        cat = self.instance.catalog
-        pid = cat.prompt_ids(data.prompts)
-        if not len(pid):
-            return np.zeros((0, self.phi.shape[-1]))
-        return (self.phi[pid, cat.response_ids(data.chosen)]
-                - self.phi[pid, cat.response_ids(data.rejected)])
-
     def design(self, t: int, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The round's pairs for the prompts ``pid`` (round 0: D-optimal; later: L-optimal)."""
         c, d = self.config, self.phi.shape[-1]

@@ -188,15 +188,6 @@ class ThompsonGibbsAgent(TheoryAgent):
     def all_data(self) -> PreferenceData:
         return (self.offline if self.uses_offline_data else PreferenceData()) + self.data
 
-    def differences(self, data: PreferenceData) -> np.ndarray:
-        data = data.without_ties()[0]
-        cat = self.instance.catalog
-        pid = cat.prompt_ids(data.prompts)
-        if not len(pid):
-            return np.zeros((0, self.phi.shape[-1]))
-        return (self.phi[pid, cat.response_ids(data.chosen)]
-                - self.phi[pid, cat.response_ids(data.rejected)])
-
     def collect(self, t: int) -> PreferenceData:
         mean, cov = laplace_posterior(self.differences(self.all_data()), self.config.ridge)
         rng = np.random.default_rng(self.seed_for(5, t))

@@ -164,11 +164,17 @@ class TheoryAgent(Agent):
         c = self.config
         if c.width_rule == "fixed":
             return c.confidence_width
+        return wald_width(self.differences(data), rm.theta, c.confidence_level)
+
+    def differences(self, data: PreferenceData) -> np.ndarray:
+        """phi(x, chosen) - phi(x, rejected) for each untied pair of ``data``; ``(n, d)``."""
         data = data.without_ties()[0]
-        cat, pid = self.instance.catalog, self.instance.catalog.prompt_ids(data.prompts)
-        x = (self.phi[pid, cat.response_ids(data.chosen)]
-             - self.phi[pid, cat.response_ids(data.rejected)])
-        return wald_width(x, rm.theta, c.confidence_level)
+        cat = self.instance.catalog
+        pid = cat.prompt_ids(data.prompts)
+        if not len(pid):
+            return np.zeros((0, self.phi.shape[-1]))
+        return (self.phi[pid, cat.response_ids(data.chosen)]
+                - self.phi[pid, cat.response_ids(data.rejected)])
 
 
 class OfflineTheoryAgent(TheoryAgent):
