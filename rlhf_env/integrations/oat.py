@@ -4,9 +4,16 @@ oat's actors call an oracle through ``PreferenceOracleBase.compare(inputs, candi
 candidates_B, batch_size=4, return_probs=False, disable_tqdm=False) ->
 (list[float | bool], metric)``: for each input, whether candidate A is preferred to B.
 :class:`EnvOracle` answers it from an env's training oracle (its annotators, flips and
-biases), **charging every comparison to the env's ledger** (a call past the budget raises
-:class:`~rlhf_env.QueryBudgetExceeded`; nothing of that call is charged), in calls of
-``batch_size`` pairs.
+biases), **charging every comparison to the env's ledger**.
+
+**All or nothing.** Every item of a call is checked first (each input one of the env's
+train prompts, each candidate a response of the env, the three sequences of one length),
+then the whole call is charged **once** and labelled in **one** oracle call: a bad item
+anywhere, or a call past the budget (:class:`~rlhf_env.QueryBudgetExceeded`, also when
+another thread spent the budget meanwhile), charges nothing and returns nothing.
+``batch_size`` is checked and kept for the contract (oat's remote oracles send that many
+pairs per request); the env's oracle labels the call in one batch, so it does not change
+the labels or their cost.
 
 ``return_probs=True`` returns the drawn label as a float (1.0, 0.0, or 0.5 for a tie), not
 a probability: the oracle's exact choice probability is computed from the gold reward,
@@ -22,10 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.errors import InvalidArgumentError
+from rlhf_env.errors import InvalidActionError, InvalidArgumentError
+from rlhf_env.instance import check_positive_int, short
 from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["EnvOracle"]
+
+
+def _column(value: Any, name: str) -> list[Any]:
+    """``value`` as a list, if it is a sequence (a list, a tuple, a 1-d array) and not text.
+
+    A generator or other one-shot iterable is refused: ``compare`` checks every item before
+    it charges anything, and its caller could not see which items were consumed."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(
+            f"compare's {name} must be a sequence (a list or tuple) of str, got "
+            f"{type(value).__name__} {short(value)}")
+    return list(value)
 
 
 class EnvOracle:
@@ -33,37 +55,64 @@ class EnvOracle:
 
     Args:
         env: an env made by :func:`rlhf_env.make` with preference feedback.
-        seed: seeds the generator the oracle draws its labels from.
+        seed: an int >= 0; seeds the generator the oracle draws its labels from.
     """
 
     def __init__(self, env: Any, seed: int = 0) -> None:
+        seed = check_positive_int("EnvOracle's seed", seed, minimum=0)
         self.instance = instance_of(env)
         if self.instance.feedback != "preference":
             raise InvalidArgumentError("EnvOracle compares pairs: make the env with "
                                        "feedback='preference'")
-        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0A7]))
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0A7]))
+
+    def _check(self, inputs: list[Any], a: list[Any], b: list[Any]) -> None:
+        """Refuse the call, naming the first bad item, unless every item is valid."""
+        inst = self.instance
+        for i, p in enumerate(inputs):
+            if not isinstance(p, str):
+                raise InvalidArgumentError(
+                    f"compare's inputs[{i}] must be a str (one of the env's train prompts), "
+                    f"got {type(p).__name__} {short(p)}")
+            if inst.train_prompt_index(p) is None:
+                raise InvalidArgumentError(
+                    f"compare's inputs[{i}] {short(p)} is not one of the env's "
+                    f"{len(inst.train_prompts)} train prompts (env.unwrapped.train_prompts): "
+                    "the oracle labels pairs for those only")
+        for name, column in (("candidates_A", a), ("candidates_B", b)):
+            for i, r in enumerate(column):
+                if not isinstance(r, str):
+                    raise InvalidArgumentError(
+                        f"compare's {name}[{i}] must be a str (a response), got "
+                        f"{type(r).__name__} {short(r)}")
+                try:
+                    inst.check_responses([r])
+                except InvalidActionError as e:
+                    raise InvalidArgumentError(f"compare's {name}[{i}]: {e}") from e
 
     def compare(self, inputs: Sequence[str], candidates_A: Sequence[str],  # noqa: N803
                 candidates_B: Sequence[str], batch_size: int = 4,  # noqa: N803
                 return_probs: bool = False, disable_tqdm: bool = False
                 ) -> tuple[list[float | bool], dict[str, Any]]:
-        n = len(inputs)
-        if not (n == len(candidates_A) == len(candidates_B)):
+        # -- check the whole call: nothing is charged before every item passes ---------------
+        ps = _column(inputs, "inputs")
+        a = _column(candidates_A, "candidates_A")
+        b = _column(candidates_B, "candidates_B")
+        n = len(ps)
+        if not (n == len(a) == len(b)):
             raise InvalidArgumentError(
-                f"compare got {n} inputs, {len(candidates_A)} A and {len(candidates_B)} B "
-                "candidates: one pair per input")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if n > self.instance.queries_left:  # all or nothing: refuse before the first chunk
-            from rlhf_env.errors import QueryBudgetExceeded
-
-            raise QueryBudgetExceeded(self.instance.queries_used, self.instance.query_budget, n)
+                f"compare got {n} inputs, {len(a)} A and {len(b)} B candidates: one pair per "
+                "input")
+        check_positive_int("batch_size", batch_size)
+        for name, flag in (("return_probs", return_probs), ("disable_tqdm", disable_tqdm)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise InvalidArgumentError(f"{name} must be a bool, got {short(flag)}")
+        self._check(ps, a, b)
+        # -- one charge, one oracle call: the ledger refuses the whole call or counts it all --
         out: list[float | bool] = []
         ties = 0
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            labels = self.instance.label(list(inputs[sl]), list(candidates_A[sl]),
-                                         list(candidates_B[sl]), self.rng)
+        if n:
+            labels = self.instance.label(ps, a, b, self.rng)
             for pref, tie in zip(labels.preference, labels.tie):
                 ties += bool(tie)
                 if return_probs:

@@ -23,8 +23,12 @@ kwargs carry the dataset's columns and ``trainer_state``). Checked against TRL 1
   env knows from it.
 
 A call past the budget raises :class:`~rlhf_env.QueryBudgetExceeded` inside the trainer,
-with the ledger's numbers; nothing of that call is charged. A completion count that does
-not fit the mode, or a prompt the adapter cannot read, is refused before anything is paid.
+with the ledger's numbers; nothing of that call is charged. A call is checked whole before
+anything is paid: a completion count that does not fit the mode, a prompt that is not one of
+the env's train prompts (a conversational prompt of one user turn is read as its content),
+a completion that is not a response of the env, or a generator instead of a list is refused
+with :class:`~rlhf_env.errors.InvalidArgumentError`, naming the item; so are a ``seed`` or
+``group_size`` that is not an int (a bool included) at construction.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.errors import DataError, InvalidArgumentError, MissingDependencyError
+from rlhf_env.errors import (
+    DataError,
+    InvalidActionError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
+from rlhf_env.instance import check_positive_int, short
 from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["reward_function", "pairwise_reward_function", "to_trl_dataset", "require_trl",
@@ -55,9 +65,22 @@ def require_trl() -> Any:
     return trl
 
 
-def _text(x: Any, what: str) -> str:
+def _column(value: Any, name: str) -> list[Any]:
+    """``value`` as a list, if it is a sequence (a list, a tuple, a 1-d array) and not text:
+    a generator is refused, since every item is checked before anything is charged."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(
+            f"{name} must be a sequence (a list or tuple), got {type(value).__name__} "
+            f"{short(value)}")
+    return list(value)
+
+
+def _text(x: Any, what: str, where: str = "") -> str:
     """A prompt or completion as text: a string, or the content of chat messages (the last
-    message's for a completion; the dialogue's turns for a prompt)."""
+    message's for a completion; the dialogue's turns for a prompt). ``where`` names the item
+    (``completions[3]``) in the error."""
     if isinstance(x, str):
         return x
     if isinstance(x, (list, tuple)) and x and all(isinstance(m, dict) and "content" in m
@@ -67,60 +90,118 @@ def _text(x: Any, what: str) -> str:
         from rlhf_env.lm.chat import messages_to_text
 
         return messages_to_text(x)
-    raise InvalidArgumentError(f"a {what} is a string or a list of chat messages, got "
-                               f"{str(x)[:80]!r}")
+    raise InvalidArgumentError(f"{where or 'a ' + what} must be a string or a list of chat "
+                               f"messages, got {type(x).__name__} {short(x)}")
 
 
 class OracleFunction:
     """A TRL reward function over an env's oracle; see the module docstring.
 
-    Attributes ``calls`` (oracle calls made) and ``queries`` (queries charged by this
-    function) are kept for the record; the env's ledger holds the same counts.
+    Every call is checked whole before anything is charged (each prompt one of the env's
+    train prompts, each completion a response of the env, the layout of ``mode``), then
+    charged once, in one oracle call. Attributes ``calls`` (oracle calls made) and
+    ``queries`` (queries charged by this function) are kept for the record; the env's
+    ledger holds the same counts.
+
+    Args:
+        env: an env made by :func:`rlhf_env.make`.
+        kind: ``"score"`` (reward feedback) or ``"pairs"`` (preference feedback).
+        mode: ``kind="pairs"``: ``"pairs"`` (OnlineDPO) or ``"group"`` (GRPO).
+        seed: an int >= 0; seeds the generator the oracle draws its labels from.
+        name: the function's ``__name__`` (TRL logs rewards under it), or None.
+        group_size: ``mode="group"``: the group size G (an int >= 2) when TRL does not pass
+            ``num_generations``; 0 to require it from TRL.
     """
 
     def __init__(self, env: Any, kind: str, mode: str = "pairs", seed: int = 0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, group_size: int = 0) -> None:
+        if kind not in ("score", "pairs"):
+            raise InvalidArgumentError(f"kind must be 'score' or 'pairs', got {short(kind)}")
+        if kind == "pairs" and mode not in ("pairs", "group"):
+            raise InvalidArgumentError(f"mode must be 'pairs' or 'group', got {short(mode)}")
+        seed = check_positive_int("seed", seed, minimum=0)
+        group_size = check_positive_int("group_size", group_size, minimum=0)
+        if group_size == 1:
+            raise InvalidArgumentError(
+                "group_size must be 0 (take TRL's num_generations) or an int >= 2 (a group "
+                "of one completion has no pair to label), got 1")
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgumentError(f"name must be a str or None, got {short(name)}")
         self.instance = instance_of(env)
         if kind == "score" and self.instance.feedback != "reward":
             raise InvalidArgumentError(
                 "reward_function scores completions with the env's reward feedback: make the "
                 "env with feedback='reward' (or use pairwise_reward_function with preference "
                 "feedback)")
-        if kind == "pairs" and mode not in ("pairs", "group"):
-            raise InvalidArgumentError(f"mode must be 'pairs' or 'group', got {mode!r}")
-        self.kind, self.mode = kind, mode
-        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7E1]))
+        self.kind, self.mode, self.group_size = kind, mode, group_size
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E1]))
         self.calls = self.queries = 0
         self.__name__ = name or ("rlhf_env_reward" if kind == "score" else "rlhf_env_preference")
 
-    def _prompts(self, prompts: Sequence[Any], kwargs: dict[str, Any]) -> list[str]:
+    # -- checks: the whole call, before anything is charged ------------------------------------
+    def _prompt(self, x: Any, i: int) -> str:
+        text = _text(x, "prompt", f"prompts[{i}]")
+        if (not isinstance(x, str) and self.instance.train_prompt_index(text) is None
+                and len(x) == 1 and x[0].get("role") == "user"
+                and isinstance(x[0]["content"], str)):  # one user turn: as_messages(prompt)
+            return x[0]["content"]
+        return text
+
+    def _prompts(self, prompts: list[Any], kwargs: dict[str, Any]) -> list[str]:
         given = kwargs.get("env_prompt")
-        if given is not None:
-            if len(given) != len(prompts):
+        if given is None:
+            return [self._prompt(p, i) for i, p in enumerate(prompts)]
+        given = _column(given, "env_prompt")
+        if len(given) != len(prompts):
+            raise InvalidArgumentError(
+                f"env_prompt has {len(given)} entries for {len(prompts)} completions")
+        for i, p in enumerate(given):
+            if not isinstance(p, str):
                 raise InvalidArgumentError(
-                    f"env_prompt has {len(given)} entries for {len(prompts)} completions")
-            return [str(p) for p in given]
-        return [_text(p, "prompt") for p in prompts]
+                    f"env_prompt[{i}] must be a str (one of the env's train prompts), got "
+                    f"{type(p).__name__} {short(p)}")
+        return given
+
+    def _check_known(self, ps: list[str], cs: list[str]) -> None:
+        inst = self.instance
+        for i, p in enumerate(ps):
+            if inst.train_prompt_index(p) is None:
+                raise InvalidArgumentError(
+                    f"prompts[{i}] {short(p)} is not one of the env's {len(inst.train_prompts)} "
+                    "train prompts (env.unwrapped.train_prompts), which are all the oracle "
+                    "labels; if the dataset's prompt column is formatted, give the env's own "
+                    "prompt in an 'env_prompt' column (to_trl_dataset adds it)")
+        for i, c in enumerate(cs):
+            try:
+                inst.check_responses([c])
+            except InvalidActionError as e:
+                raise InvalidArgumentError(f"completions[{i}]: {e}") from e
+
+    def _group_size(self, kwargs: dict[str, Any]) -> int:
+        given = kwargs.get("num_generations")
+        if given is None:
+            return self.group_size
+        return check_positive_int("num_generations", given, minimum=0) or self.group_size
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  completion_ids: Any = None, **kwargs: Any) -> list[float]:
+        prompts = _column(prompts, "prompts")
+        completions = _column(completions, "completions")
         if len(prompts) != len(completions):
             raise InvalidArgumentError(
                 f"got {len(prompts)} prompts and {len(completions)} completions")
         ps = self._prompts(prompts, kwargs)
-        cs = [_text(c, "completion") for c in completions]
+        cs = [_text(c, "completion", f"completions[{i}]") for i, c in enumerate(completions)]
         if self.kind == "score":
+            self._check_known(ps, cs)
             scores = self.instance.score(ps, cs)
             self.calls, self.queries = self.calls + 1, self.queries + len(cs)
             return [float(s) for s in scores]
         if self.mode == "pairs":
             return self._pairs(ps, cs)
-        g = kwargs.get("num_generations") or self.group_size
-        return self._groups(ps, cs, int(g))
+        return self._groups(ps, cs, self._group_size(kwargs))
 
-    group_size = 0
-    """``mode="group"``: the group size G when TRL does not pass ``num_generations``."""
-
+    # -- the charged calls ---------------------------------------------------------------------
     def _pairs(self, ps: list[str], cs: list[str]) -> list[float]:
         n = len(cs)
         if n % 2 or n == 0:
@@ -131,6 +212,7 @@ class OracleFunction:
         if ps[:b] != ps[b:]:
             raise InvalidArgumentError("mode='pairs': completions i and i + B must answer the "
                                        "same prompt (TRL's OnlineDPO layout)")
+        self._check_known(ps, cs)
         labels = self.instance.label(ps[:b], cs[:b], cs[b:], self.rng)
         self.calls, self.queries = self.calls + 1, self.queries + b
         first = np.where(labels.tie, 0.5, labels.preference.astype(float))
@@ -153,6 +235,7 @@ class OracleFunction:
                 for j in range(i + 1, start + g):
                     a.append(i)
                     b.append(j)
+        self._check_known(ps, cs)
         labels = self.instance.label([ps[i] for i in a], [cs[i] for i in a], [cs[j] for j in b],
                                      self.rng)
         self.calls, self.queries = self.calls + 1, self.queries + len(a)
@@ -173,11 +256,11 @@ def reward_function(env: Any, *, name: str | None = None) -> OracleFunction:
 def pairwise_reward_function(env: Any, *, mode: str = "pairs", group_size: int = 0,
                              seed: int = 0, name: str | None = None) -> OracleFunction:
     """A TRL ``reward_funcs`` entry from ``env``'s preference oracle: ``mode="pairs"`` for
-    OnlineDPO, ``mode="group"`` for GRPO (``group_size`` = its ``num_generations``); see the
-    module docstring. The oracle's randomness comes from a generator seeded by ``seed``."""
-    f = OracleFunction(env, "pairs", mode=mode, seed=seed, name=name)
-    f.group_size = int(group_size)
-    return f
+    OnlineDPO, ``mode="group"`` for GRPO (``group_size`` = its ``num_generations``, an int
+    >= 2, or 0 to take TRL's); see the module docstring. The oracle's randomness comes from
+    a generator seeded by ``seed`` (an int >= 0). Bad arguments raise
+    :class:`~rlhf_env.errors.InvalidArgumentError` before anything is built."""
+    return OracleFunction(env, "pairs", mode=mode, seed=seed, name=name, group_size=group_size)
 
 
 def _rows_from_ledger(folder: Path) -> list[dict[str, Any]]:
