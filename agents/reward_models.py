@@ -182,7 +182,7 @@ def neural_reward_model(instance: Any, data: PreferenceData, config: RewardModel
     """A sequence-classification RM on ``config.backbone`` trained with the BT loss; a
     :class:`~rlhf_env.lm.reward_model.RewardModel` (``train_losses`` holds the losses)."""
     from rlhf_env.lm.reward_model import RewardModel, train_bt
-    from rlhf_env.lm.tiny import TinyLMConfig, train_reward_model
+    from rlhf_env.models.tiny import TinyLMConfig, train_reward_model
     from rlhf_env.progress import quiet_transformers
 
     if config.backbone == "tiny":

@@ -39,7 +39,7 @@ def one(kind: str, checkpointing: bool, pairs: int, tokens: int, layers: int, wi
     from agents.data import PreferenceData
     from agents.trainer import train_preferences
     from rlhf_env.lm.lora import LoraSettings
-    from rlhf_env.lm.tiny import byte_tokenizer
+    from rlhf_env.models.tiny import byte_tokenizer
     from rlhf_env.policies import CausalLMPolicy
 
     torch.manual_seed(0)

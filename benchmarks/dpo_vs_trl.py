@@ -44,7 +44,7 @@ import torch
 from agents.data import PreferenceData
 from agents.trainer import train_preferences
 from rlhf_env.envs import tiny_tasks
-from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
+from rlhf_env.models.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
 
 

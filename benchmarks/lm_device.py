@@ -32,7 +32,7 @@ from agents.algorithms.ppo_lm import make_lm_ppo, watch_first_minibatch_ratios
 from agents.data import PreferenceData
 from agents.trainer import train_preferences
 from rlhf_env.envs import tiny_tasks
-from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
+from rlhf_env.models.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
 
 RESULTS: dict[str, float | str] = {}

@@ -44,7 +44,7 @@ import agents
 import rlhf_env
 from agents.algorithms.ppo import ROLLOUTS, PPOConfig
 from agents.algorithms.ppo_lm import make_lm_ppo
-from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
+from rlhf_env.models.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy
 
 RESULTS: dict[str, Any] = {}

@@ -22,7 +22,7 @@ import numpy as np
 
 import agents
 import rlhf_env
-from rlhf_env.lm.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
+from rlhf_env.models.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
 
 NAMES = ["ann", "bob", "cy", "dee", "eve", "fin", "gus", "hal", "ida", "joe", "kim", "lou"]
 

@@ -26,7 +26,7 @@ prompts, each with a ``*_stderr`` (the standard error of the mean over
 prompts, samples of one prompt averaged first). ``kl`` is the **exact per-token KL**
 along the policy's own samples: for each sample, the sum over the prefixes it drew of
 KL(pi(.|prefix) || pi0(.|prefix)), each a sum over the whole vocabulary
-(:meth:`~rlhf_env.policies.CausalLMPolicy.token_kl`). By the chain rule its expectation
+(:meth:`~rlhf_env.policies.CausalLMPolicy.score_samples`). By the chain rule its expectation
 is the sequence-level KL, as that of the log-ratio log pi(y|x) - log pi0(y|x) is
 (reported too, as ``kl_log_ratio``), with a much smaller spread per sample at no extra
 sampling. Both score exactly the tokens that were drawn (a sample cut at
@@ -276,9 +276,12 @@ def sampled_metrics(
                                                       top_p=top_p, generator=gen) for s in row]
         ys = [s.text for s in seqs]
         ctx, toks = [s.context_ids for s in seqs], [s.token_ids for s in seqs]
-        log_ratio = (policy.sequence_log_probs(ctx, toks, temperature=temperature, top_p=top_p)
-                     - reference.sequence_log_probs(ctx, toks)).numpy()
-        kl = policy.token_kl(reference, ctx, toks, temperature=temperature, top_p=top_p).numpy()
+        # one forward pass of the policy and one of pi0 over the samples (each prompt once):
+        # the log-ratio and the exact token KL come from the same logits
+        scores = policy.score_samples(reference, ctx, toks, temperature=temperature,
+                                      top_p=top_p)
+        log_ratio = (scores["log_q"] - scores["log_p0"]).numpy()
+        kl = scores["kl"].numpy()
         n_tokens = np.array([len(s.token_ids) - s.finished for s in seqs], dtype=np.float64)
     else:
         if temperature != 1.0 or top_p is not None:

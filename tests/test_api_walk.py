@@ -95,12 +95,12 @@ if os.environ.get("RLHF_ENV_WALK_ALL") == "1":
 
 BUYER_NAMES = {"step", "label", "score", "settle", "charge", "compare"}
 BUILDERS = {
-    "rlhf_env.lm.tiny.sft", "rlhf_env.lm.tiny.train_reward_model",
-    "rlhf_env.lm.tiny.cached_tiny_lm", "rlhf_env.lm.tiny.cached_reward_model",
-    "rlhf_env.lm.tiny.build_tiny_lm", "rlhf_env.lm.reward_model.train_bt",
-    "rlhf_env.lm.gold.gold_reward_model", "rlhf_env.lm.smollm2.smollm2_folder",
-    "rlhf_env.lm.smollm2.load_smollm2", "rlhf_env.lm.smollm2.gguf_path",
-    "rlhf_env.lm.gold.minilm_folder", "rlhf_env.data.hh_rlhf.load_hh_rlhf",
+    "rlhf_env.models.tiny.sft", "rlhf_env.models.tiny.train_reward_model",
+    "rlhf_env.models.tiny.cached_tiny_lm", "rlhf_env.models.tiny.cached_reward_model",
+    "rlhf_env.models.tiny.build_tiny_lm", "rlhf_env.lm.reward_model.train_bt",
+    "rlhf_env.models.gold.gold_reward_model", "rlhf_env.models.smollm2.smollm2_folder",
+    "rlhf_env.models.smollm2.load_smollm2", "rlhf_env.models.smollm2.gguf_path",
+    "rlhf_env.models.gold.minilm_folder", "rlhf_env.data.hh_rlhf.load_hh_rlhf",
 }
 NOT_CALLED = {"rlhf_env.launch.zoo": "runs the agent zoo's command line on this process's argv"}
 MUTATORS = {"close", "seal", "end_session", "begin_session", "set_wrapper_attr", "freeze",

@@ -10,7 +10,7 @@ import torch
 from rlhf_env.errors import DataError
 from rlhf_env.lm.cache import cache_root
 from rlhf_env.lm.reward_model import RewardModel
-from rlhf_env.lm.tiny import (
+from rlhf_env.models.tiny import (
     TinyLMConfig,
     build_tiny_lm,
     byte_tokenizer,
@@ -154,7 +154,7 @@ def test_save_load_roundtrip(policy, tmp_path):
 def test_not_a_causal_lm_and_missing_path(tmp_path):
     from transformers import GPT2ForSequenceClassification
 
-    from rlhf_env.lm.tiny import _gpt2_config
+    from rlhf_env.models.tiny import _gpt2_config
 
     GPT2ForSequenceClassification(_gpt2_config(TinyLMConfig(), num_labels=1)).save_pretrained(
         tmp_path / "rm")

@@ -11,6 +11,7 @@ import torch
 import rlhf_env
 from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.lm.lora import LoraSettings
+from rlhf_env.lm.scoring import Scorer
 from rlhf_env.policies import CausalLMPolicy, load_policy
 from tests._lm_matrix import MATRIX, SHAPES, SLIDING, build_model, hh_prompts, policy, tokenizer
 
@@ -151,7 +152,7 @@ def test_pair_scoring_with_a_shared_prompt_equals_two_rows_with_gradients(arch):
     sharing = pol.model.__dict__.get("_rlhf_env_prefix_sharing")
     longest = max(len(c) + len(r) for p in prompts for x in chosen + rejected
                   for c, r in [pol._split(p, x)])
-    assert sharing is (True if pol.shares_prefixes(longest) else None), arch
+    assert sharing is (True if pol.scorer.shares_prefixes(longest) else None), arch
     (lc.sum() - 0.5 * lr.sum()).backward()
     shared = {n: p.grad.clone() for n, p in pol.named_parameters() if p.grad is not None}
     pol.model.zero_grad(set_to_none=True)
@@ -171,7 +172,7 @@ def test_pair_scoring_falls_back_when_the_check_fails(monkeypatch):
     pol = policy("gpt2", batch_size=4)
     prompts, chosen, rejected = hh_prompts(3), [" Yes."] * 3, [" No way."] * 3
     plain = pol.token_log_probs(prompts, chosen)[0]
-    real = CausalLMPolicy._tree_logits
+    real = Scorer.tree_logits
 
     def broken(self, chunk, pack=False):
         logits, *rest = real(self, chunk, pack=pack)
@@ -180,7 +181,7 @@ def test_pair_scoring_falls_back_when_the_check_fails(monkeypatch):
                 rest[0], logits.shape[-1]) * (rest[2] == 1)[:, None]
         return (logits, *rest)
 
-    monkeypatch.setattr(CausalLMPolicy, "_tree_logits", broken)
+    monkeypatch.setattr(Scorer, "tree_logits", broken)
     pol.model.__dict__.pop("_rlhf_env_prefix_sharing", None)  # a model built once, shared
     lc, _, lr, _ = pol.pair_log_probs(prompts, chosen, rejected)
     assert pol.model.__dict__.pop("_rlhf_env_prefix_sharing") is False

@@ -15,9 +15,9 @@ import torch
 
 import rlhf_env
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
+from rlhf_env.lm.scoring import nucleus_log_probs
+from rlhf_env.models.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer
 from rlhf_env.policies import CausalLMPolicy, SampledBestOfN
-from rlhf_env.policies.causal_lm import nucleus_log_probs
 
 PROMPTS = ["sort b a =", "rev abc =", "max 3 9 =", "count aab ="]
 

@@ -16,7 +16,7 @@ from tests.conftest import SMOLLM2_KWARGS
 
 
 def test_the_conversion_is_cached_and_checked(smollm2_env, monkeypatch):
-    from rlhf_env.lm import smollm2
+    from rlhf_env.models import smollm2
 
     folder = smollm2.smollm2_folder()
     assert (folder / "model" / "model.safetensors").is_file()
@@ -39,7 +39,7 @@ def test_the_conversion_is_cached_and_checked(smollm2_env, monkeypatch):
 def test_a_missing_wheel_names_the_pip_command(monkeypatch):
     import importlib.util
 
-    from rlhf_env.lm.smollm2 import gguf_path
+    from rlhf_env.models.smollm2 import gguf_path
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

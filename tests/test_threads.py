@@ -18,7 +18,7 @@ PATHS = {
 }
 SETUP = ("import numpy as np, torch\nimport rlhf_env.threads as T\n"
          "from rlhf_env.envs.custom import PromptsEnv\n"
-         "from rlhf_env.lm.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer, sft, "
+         "from rlhf_env.models.tiny import TinyLMConfig, build_tiny_lm, byte_tokenizer, sft, "
          "train_reward_model\nfrom rlhf_env.policies import CausalLMPolicy\n"
          f"policy = CausalLMPolicy(build_tiny_lm({TINY}), byte_tokenizer())\n")
 

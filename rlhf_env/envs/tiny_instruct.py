@@ -126,7 +126,7 @@ class TinyInstructEnv(RLHFEnv):
         device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
 
         # ---- pi0: demonstrations of mixed quality, SFT, cached on disk ------------------------
-        from rlhf_env.lm.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
+        from rlhf_env.models.tiny import TinyLMConfig, cached_tiny_lm, load_tiny_lm
 
         preset = SIZES[size]
         cfg = TinyLMConfig(n_layer=preset["n_layer"], n_embd=preset["n_embd"], n_head=4,

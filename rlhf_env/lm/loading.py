@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rlhf_env.errors import DataError, InvalidArgumentError
 
-__all__ = ["resolve_device", "resolve_dtype", "pretrained_kwargs", "load_causal_lm"]
+__all__ = ["resolve_device", "resolve_dtype", "pretrained_kwargs", "load_causal_lm",
+           "disable_dropout", "read_model_state", "load_base_state"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -84,3 +86,74 @@ def load_causal_lm(name_or_path: str | Path, *, revision: str | None = None,
             f"safetensors weights, and the hub is unreachable or has no such model): {e}.{hint}"
         ) from e
     return model, tokenizer
+
+
+_DROPOUT_ATTRS = ("dropout", "attention_dropout", "attn_dropout", "hidden_dropout",
+                  "activation_dropout", "resid_dropout", "embd_dropout", "dropout_p",
+                  "attn_pdrop", "resid_pdrop", "embd_pdrop", "summary_first_dropout")
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout of ``model`` to 0, in place; returns it.
+
+    ``nn.Dropout`` modules get ``p = 0`` (as TRL's ``disable_dropout_in_model``), and the
+    float rates that attention code applies functionally (OPT's ``self.dropout``,
+    ``attention_dropout``, ...) are zeroed on the modules and in the config, so a model in
+    train mode (gradient checkpointing) computes what it computes in eval mode.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in _DROPOUT_ATTRS:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    cfg = getattr(model, "config", None)
+    for name in dir(cfg) if cfg is not None else ():
+        if ("dropout" in name or name.endswith("pdrop")) and isinstance(
+                getattr(cfg, name, None), float):
+            setattr(cfg, name, 0.0)
+    return model
+
+
+def read_model_state(folder: Path, model_type: str) -> dict[str, torch.Tensor]:
+    """The state dict of the model saved in ``folder`` (safetensors), which must be a
+    ``model_type`` model whose weights match their config; a :class:`DataError` otherwise."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rlhf_env.progress import quiet_transformers
+
+    if not folder.is_dir():
+        raise DataError(f"no saved model at {folder}")
+    cfg = AutoConfig.from_pretrained(str(folder))
+    if cfg.model_type != model_type:
+        raise DataError(f"{folder} holds a {cfg.model_type!r} model; this policy is a "
+                        f"{model_type!r} model")
+    with quiet_transformers():
+        other, info = AutoModelForCausalLM.from_pretrained(
+            str(folder), use_safetensors=True, output_loading_info=True)
+    bad = {k: sorted(v) for k, v in info.items()
+           if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if bad:
+        raise DataError(f"the weights in {folder} do not match their config: "
+                        + "; ".join(f"{k.replace('_', ' ')} {v[:5]}" for k, v in bad.items()))
+    return other.state_dict()
+
+
+def load_base_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy ``state`` into ``model``'s base weights (a LoRA slot's ``base_layer`` names
+    mapped back), strictly: a missing, unexpected or misshapen tensor is a DataError."""
+    own = model.state_dict()
+    names = {k.replace(".base_layer.", "."): k for k in own if ".lora_" not in k}
+    missing, unexpected = sorted(set(names) - set(state)), sorted(set(state) - set(names))
+    if missing or unexpected:
+        raise DataError(
+            f"the weights in {where} do not fit this policy's model: missing "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+            f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    with torch.no_grad():
+        for name, value in state.items():
+            target = own[names[name]]
+            if target.shape != value.shape:
+                raise DataError(f"the weights in {where}: {name} has shape "
+                                f"{tuple(value.shape)}, this model needs {tuple(target.shape)}")
+            target.copy_(value.to(target.dtype))

@@ -306,7 +306,7 @@ def train_bt(
     """
     from transformers import get_cosine_schedule_with_warmup
 
-    from rlhf_env.policies.causal_lm import disable_dropout
+    from rlhf_env.lm.loading import disable_dropout
     from rlhf_env.progress import bar
 
     n = len(prompts)

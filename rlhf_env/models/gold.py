@@ -107,7 +107,7 @@ def _backbone_path(cfg: GoldRMConfig) -> tuple[str, str]:
     """(where to load the backbone from, a digest of it for the cache key)."""
     if cfg.backbone == "minilm":
         folder = minilm_folder()
-        from rlhf_env.lm.smollm2 import file_sha256
+        from rlhf_env.models.smollm2 import file_sha256
 
         return str(folder), file_sha256(folder / "model.safetensors")[:16]
     return cfg.backbone, cfg.backbone
