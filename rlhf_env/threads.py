@@ -2,11 +2,15 @@
 
 Torch's default — one intra-op thread per core — spins on tiny matrices: on a busy
 2-core machine ``examples/quickstart.py`` took 1 m 58 s with it and 29.9 s with one
-thread, for the same result. So when an env builds or loads tiny models, or an exact env
-is made, the package sets torch to :func:`default_threads` intra-op threads (1 unless
-``RLHF_ENV_NUM_THREADS`` says otherwise) — but never over a choice of yours: nothing is
-changed when ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set, or once you have called
-``torch.set_num_threads`` after importing ``rlhf_env``.
+thread, for the same result. It does not pay on a 135M model either: two processes of one
+thread each sampled SmolLM2 in 26.6-28.8 s where one process of two threads took 48-300 s
+(2 cores, loaded; issue 28). So when an env builds or loads the models of a CPU preset
+(TinyInstruct, HH-RLHF ``preset="tiny"`` or ``"smollm2"`` on a CPU), or an exact env is
+made, the package sets torch to :func:`default_threads` intra-op threads (1 unless
+``RLHF_ENV_NUM_THREADS`` says otherwise), and parallelism comes from processes (the zoo's
+``--workers``, Ray, a vLLM engine's own process) — but never over a choice of yours:
+nothing is changed when ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set, or once you
+have called ``torch.set_num_threads`` after importing ``rlhf_env``.
 """
 
 from __future__ import annotations

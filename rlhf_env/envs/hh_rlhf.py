@@ -233,10 +233,13 @@ class HHRLHFEnv(RLHFEnv):
         train_ds, eval_ds, self.data_report = _load_splits(
             subset, data_dir, data_files, strict, eval_fraction
         )
-        if preset == "tiny":
+        if preset is not None:
+            from rlhf_env.lm.loading import resolve_device
             from rlhf_env.threads import use_small_model_threads
 
-            use_small_model_threads()
+            if resolve_device(device).type == "cpu":
+                use_small_model_threads()  # processes, not threads, on CPUs: rlhf_env.threads
+        if preset == "tiny":
             if max_new_tokens is None:
                 max_new_tokens = TINY_PRESET["max_new_tokens"]
             reference, rm = _tiny_models(train_ds)
