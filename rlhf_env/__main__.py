@@ -19,15 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-import yaml
 
 import rlhf_env
-from rlhf_env.errors import InvalidArgumentError, RLHFEnvError
+from rlhf_env.cli_args import parse_key_values
+from rlhf_env.errors import RLHFEnvError
 
 COLUMNS = ("objective", "normalized_score", "gold_reward", "kl", "win_rate")
-COMMANDS = ("table", "list", "oracle-report")
+# each command with the one line `rlhf-env --help` lists it with
+COMMANDS = {
+    "table": "(the default) the anchor table of an exact env: pi0, pi*, uniform",
+    "list": "the registered envs",
+    "oracle-report": "measure oracle presets against their targets; see its own --help",
+}
 
 
 def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
@@ -37,21 +40,6 @@ def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
     return "\n".join(lines)
-
-
-def parse_env_kwargs(items: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` to a dict, each value read as YAML (``3``, ``0.1``, ``tiny``)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidArgumentError(f"--env-kwargs expects key=value, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise InvalidArgumentError(f"--env-kwargs {item!r}: the value does not parse: {e}") \
-                from e
-    return out
 
 
 def _list_envs() -> int:
@@ -91,7 +79,7 @@ def _oracle_report(args: argparse.Namespace) -> int:
     try:
         for name in args.oracle:
             make_oracle(name)  # an unknown preset fails here, before the env is built
-        kwargs = parse_env_kwargs(args.env_kwargs)
+        kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
         kwargs.setdefault("seed", args.seed)
         env = rlhf_env.make(args.env, **kwargs)
         pairs = report_pairs(env, n_prompts=args.n_prompts, n_samples=args.n_samples,
@@ -109,10 +97,13 @@ def _oracle_report(args: argparse.Namespace) -> int:
 
 
 def _table_parser(prog: str) -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS)) + 2
     parser = argparse.ArgumentParser(
-        prog=prog, description="The anchor table of an exact env (pi0, pi*, uniform).",
-        epilog="Commands: table (default), list, oracle-report ENV --oracle PRESET; "
-               "see 'rlhf-env oracle-report --help'.")
+        prog=prog, usage=f"{prog} [{' | '.join(COMMANDS)}] [options]",
+        description="The anchor table of an exact env (pi0, pi*, uniform); the options below "
+                    "are the table's.",
+        epilog="commands:\n" + "\n".join(f"  {c:{width}s}{h}" for c, h in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="LinearBT-v0", help="an exact env id (default LinearBT-v0)")
     parser.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
     parser.add_argument("--list", action="store_true", help="list the registered envs and exit")

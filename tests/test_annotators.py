@@ -5,6 +5,7 @@ tests/test_oracle_report.py.
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -395,6 +396,17 @@ def test_oracle_report_command(capsys, tmp_path):
     assert main(["oracle-report", "LinearBT-v0", "--oracle", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown oracle preset 'nope'" in err and "human-like" in err
+
+
+def test_help_lists_every_command_with_one_line(capsys):
+    from rlhf_env.__main__ import COMMANDS, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("table", "list", "oracle-report"):
+        assert re.search(rf"^  {command} +\S", out, re.M), out  # listed, with its help
+    assert set(COMMANDS) == {"table", "list", "oracle-report"}
 
 
 def test_the_table_command_keeps_its_old_flags(capsys):

@@ -217,3 +217,38 @@ def test_output_folders_that_are_files_are_refused_first(tmp_path, capsys, flag)
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+KV_CASES = {
+    "key twice": (["eta=1", "eta=2"], "'eta' is given twice; give each key once"),
+    "key twice, spaced": (["eta=1", " eta =2"], "'eta' is given twice"),
+    "no =": (["eta"], "expects key=value"),
+    "empty key": ([" =1"], "expects key=value"),
+    "not YAML": (["eta=[1"], "the value does not parse"),
+}
+
+
+@pytest.mark.parametrize("case", list(KV_CASES))
+def test_one_key_value_parser_for_both_commands(case):
+    """rlhf-env and rlhf-zoo read key=value with the same parser (issue 32, item 1)."""
+    from agents.zoo.config import parse_overrides
+    from rlhf_env.cli_args import parse_key_values
+    from rlhf_env.errors import InvalidArgumentError
+
+    items, match = KV_CASES[case]
+    for parse in (parse_key_values, parse_overrides):
+        with pytest.raises(InvalidArgumentError, match=match):
+            parse(items, "--env-kwargs")
+    assert parse_key_values(["a=1", "b = [1, 2]", "c=tiny"], "--x") == {
+        "a": 1, "b": [1, 2], "c": "tiny"}
+
+
+def test_rlhf_env_refuses_a_repeated_env_kwarg(capsys, monkeypatch):
+    from rlhf_env.__main__ import main
+
+    def no_env(*a, **k):
+        raise AssertionError("an env was made before the request was checked")
+
+    monkeypatch.setattr(rlhf_env, "make", no_env)
+    assert main(["oracle-report", LIN, "--env-kwargs", "n_prompts=8", "n_prompts=9"]) == 2
+    assert "error: --env-kwargs: 'n_prompts' is given twice" in capsys.readouterr().err

@@ -24,10 +24,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agents.base import RUNTIME_KEYS
 from agents.hyperparams import RUN_KEYS, resolve_entries, split_run_keys
+from rlhf_env.cli_args import parse_key_values
 from rlhf_env.errors import InvalidArgumentError, InvalidKwargError
 
 __all__ = ["RUN_KEYS", "RunConfig", "resolve", "parse_overrides"]
@@ -146,20 +145,11 @@ def resolve(agent: str, env_id: str, seed: int, *, hyperparams: dict[str, Any] |
     cls.Config.from_dict(agent_keys, source=f"zoo_configs/{agent}.yml or the overrides")
     return RunConfig(env_id=env_id, agent=agent, seed=seed, hyperparams=agent_keys, **run).check()
 
+
 def parse_overrides(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["k=v", ...]`` to a dict; each value is read as YAML (``3``, ``0.1``, ``true``, ``[1, 2]``)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidArgumentError(f"{flag} expects key=value, got {item!r}")
-        key = key.strip()
-        if key in out:
-            raise InvalidArgumentError(f"{flag}: {key!r} is given twice; give each key once")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise InvalidArgumentError(f"{flag} {item!r}: the value does not parse: {e}") from e
+    """``["k=v", ...]`` to a dict (:func:`rlhf_env.cli_args.parse_key_values`: values read as
+    YAML, a repeated key refused); ``--env-kwargs`` also refuses the keys the zoo sets itself."""
+    out = parse_key_values(items, flag)
     if flag == "--env-kwargs":
         owned = {"seed": "--seed (train) or --seeds (leaderboard)", "oracle": "--oracle",
                  "ledger": "nothing: the zoo gives every run its own durable ledger",
