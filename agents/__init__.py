@@ -17,14 +17,15 @@ import importlib
 from typing import Any
 
 from agents.base import AGENTS, AgentConfig, register_agent
-from rlhf_env.errors import UnknownEnvError, closest
+from rlhf_env.errors import RLHFEnvError, closest
 
 __all__ = ["make", "list_agents", "get", "Agent", "AgentConfig", "register_agent",
            "UnknownAgentError"]
 
 
-class UnknownAgentError(UnknownEnvError):
-    """An agent name that is not registered."""
+class UnknownAgentError(RLHFEnvError, LookupError):
+    """An agent name that is not registered (a sibling of
+    :class:`~rlhf_env.errors.UnknownEnvError`, not a kind of it: the name is an agent's)."""
 
 
 def _registered() -> dict[str, type]:

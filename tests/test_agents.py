@@ -25,8 +25,10 @@ def test_registry_and_errors():
     assert {"dpo", "iterative_dpo", "rso", "multi_step_rso", "best_of_n", "reference"} <= set(
         agents.list_agents())
     env = rlhf_env.make("LinearBT-v0")
-    with pytest.raises(UnknownEnvError, match="Did you mean 'dpo'"):
+    with pytest.raises(agents.UnknownAgentError, match="Did you mean 'dpo'") as e:
         agents.make("dpoo", env)
+    assert not isinstance(e.value, UnknownEnvError)  # an agent's name, not an env id
+    assert isinstance(e.value, rlhf_env.RLHFEnvError) and isinstance(e.value, LookupError)
     with pytest.raises(InvalidKwargError, match="'betta'.*Did you mean 'beta'"):
         agents.make("dpo", env, betta=0.1)
     with pytest.raises(InvalidArgumentError, match="loss_type must be one of"):
