@@ -228,6 +228,26 @@ def test_prefix_runs_group_each_state_with_the_states_it_grows_into():
     assert run.tolist() == [0, 1]
 
 
+def test_the_cached_rollouts_refusal_names_what_differs():
+    """A sliding-window model's cache is a DynamicCache too: the refusal names its layers."""
+    from transformers import Qwen2Config
+    from transformers.cache_utils import DynamicCache
+
+    from agents.algorithms.ppo_lm_cache import _layers, cache_is_editable
+
+    config = Qwen2Config(num_hidden_layers=2, use_sliding_window=True, sliding_window=4,
+                         max_window_layers=1, hidden_size=8, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=8, vocab_size=10)
+    sliding = DynamicCache(config=config)
+    assert not cache_is_editable(sliding)
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="this model's is a DynamicCache with "
+                       "DynamicSlidingWindowLayer layers: use rollout='per_state'"):
+        _layers(sliding)
+    with pytest.raises(rlhf_env.errors.InvalidArgumentError, match="this model's is a NoneType"):
+        _layers(None)
+    assert cache_is_editable(DynamicCache())
+
+
 def test_kv_cache_stepper_matches_a_forward_pass_per_state(tiny_env):
     """Rows that grow by one token, rows that restart (a prompt longer than the cache so far,
     then a shorter one): the same logits and hidden states as encoding each state afresh."""

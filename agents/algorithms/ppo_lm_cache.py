@@ -115,9 +115,16 @@ def _layers(cache: Any) -> list[Any]:
     if (isinstance(cache, DynamicCache) and layers is not None
             and all(type(layer).__name__ == "DynamicLayer" for layer in layers)):
         return list(layers)
+    if isinstance(cache, DynamicCache) and layers is not None:
+        kinds = sorted({type(layer).__name__ for layer in layers} - {"DynamicLayer"})
+        have = f"a DynamicCache with {' and '.join(kinds)} layers"
+    elif isinstance(cache, DynamicCache):
+        have = "a DynamicCache without per-layer caches (transformers < 4.56)"
+    else:
+        have = f"a {type(cache).__name__}"
     raise InvalidArgumentError(
-        f"rollout='cached' needs a model whose KV cache is a plain DynamicCache (transformers "
-        f">= 4.56); this model's is a {type(cache).__name__}: use rollout='per_state'")
+        f"rollout='cached' needs a model whose KV cache is a DynamicCache of DynamicLayer "
+        f"layers only (transformers >= 4.56); this model's is {have}: use rollout='per_state'")
 
 
 class KVCacheStepper:
