@@ -182,6 +182,36 @@ def test_the_table_is_a_github_markdown_table_with_the_formatted_cells():
     assert cells[3][6] == "0.100 [0.100, 0.100]" and table(agg).count("\n") == 3
 
 
+def test_without_a_reference_row_the_table_has_no_pi0_column():
+    """No ``reference`` row, nothing to pair with: no column of dashes (issue 32, item 7)."""
+    from agents.zoo.leaderboard import table
+
+    rows = {a: [{"seed": s, "objective": v} for s, v in enumerate(vals)]
+            for a, vals in {"dpo": [0.98, 0.96, 0.97], "rso": [0.9, 0.8, 0.7]}.items()}
+    agg = aggregate(rows)
+    header = [c.strip() for c in table(agg, comparisons(agg)).splitlines()[0].strip("|").split("|")]
+    assert header == ["agent", "seeds", "objective J", "vs best (paired)", "IQM [95%]"]
+
+
+def test_a_reused_run_is_logged_as_reused_not_as_done_in_no_time(tmp_path, caplog):
+    from agents.zoo.leaderboard import run_leaderboard
+
+    def lines():
+        caplog.clear()
+        with caplog.at_level("INFO", logger="agents"):
+            results, failures = run_leaderboard("LinearBT-v0", ["reference"], [0], runs=tmp_path,
+                                                progress=False)
+        assert not failures and results["reference"][0]["seed"] == 0
+        return [r.getMessage() for r in caplog.records if "reference seed 0" in r.getMessage()]
+
+    first = lines()
+    assert len(first) == 1 and " done in " in first[0]
+    again = lines()
+    folder = tmp_path / "LinearBT-v0" / "reference" / "seed0"
+    assert again == [f"[1/1] reference seed 0 reused {folder} (finished earlier): "
+                     + first[0].split(": ", 1)[1]], again
+
+
 def test_comparisons_versus_a_chosen_baseline():
     rows = {a: [{"seed": s, "objective": v} for s, v in enumerate(vals)]
             for a, vals in {"reference": [0.0, 0.0, 0.0], "online": [0.9, 0.8, 0.7],

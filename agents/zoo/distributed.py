@@ -50,7 +50,7 @@ import time
 from typing import Any
 
 from agents.zoo.config import RunConfig
-from agents.zoo.run import clear_for_overwrite, run_dir, train_run
+from agents.zoo.run import clear_for_overwrite, finished_earlier, run_dir, train_run
 from rlhf_env.errors import InvalidArgumentError
 
 __all__ = ["require_ray", "RayClient", "run_job", "run_jobs", "oracle_service",
@@ -364,13 +364,15 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
     try:
         task = ray.remote(run_job)
         refs: dict[Any, RunConfig] = {}
+        earlier: dict[Any, Any] = {}  # ref -> the folder of a run finished before, or None
         for cfg in longest_first(jobs, str(runs)):
+            before = finished_earlier(cfg, runs)  # before its task can write an eval.json
             res = {"num_cpus": 1, "num_gpus": 0, **cfg.resources}
             ref = task.options(max_retries=max_retries, **res).remote(
                 cfg.to_dict(), str(runs),
                 None if tensorboard_log is None else str(tensorboard_log), command, sealed,
                 oracle_gpus)
-            refs[ref] = cfg
+            refs[ref], earlier[ref] = cfg, before
         pbar = bar(total=len(jobs), desc=f"leaderboard ({workers} workers)", enabled=progress,
                    leave=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}]")
         pending, start = list(refs), time.perf_counter()
@@ -382,9 +384,11 @@ def run_jobs(jobs: list[RunConfig], *, runs: str, overwrite: bool = False,
                 result = ray.get(done[0])
                 out.append((cfg, result, None))
                 key = "normalized_score" if "normalized_score" in result else "objective"
-                log.info(f"{what} done in {result['wall_s']:.1f} s "
-                         f"({time.perf_counter() - start:.0f} s since the start): "
-                         f"{key} {result[key]:.4f}")
+                done_as = (f"reused {earlier[done[0]]} (finished earlier)"
+                           if earlier[done[0]] is not None else
+                           f"done in {result['wall_s']:.1f} s "
+                           f"({time.perf_counter() - start:.0f} s since the start)")
+                log.info(f"{what} {done_as}: {key} {result[key]:.4f}")
             except ray.exceptions.RayError as e:
                 cause = getattr(e, "cause", None) or e
                 out.append((cfg, None, f"{type(cause).__name__}: {cause}"))

@@ -21,7 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from agents.zoo.config import RunConfig, resolve
-from agents.zoo.run import run_dir, train_run
+from agents.zoo.run import finished_earlier, run_dir, train_run
 from agents.zoo.stats import METRICS, aggregate, comparisons, score_key
 
 __all__ = ["ORDER", "agent_names", "plan_jobs", "run_leaderboard", "table", "write_leaderboard"]
@@ -58,12 +58,13 @@ def plan_jobs(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
 
 
 def _line(i: int, n: int, cfg: RunConfig, result: dict[str, Any] | None, wall: float,
-          error: str | None = None) -> str:
+          error: str | None = None, reused: Path | None = None) -> str:
     what = f"[{i}/{n}] {cfg.agent} seed {cfg.seed}"
     if error is not None:
         return f"{what} failed after {wall:.1f} s: {error}"
     key = "normalized_score" if "normalized_score" in result else "objective"
-    return f"{what} done in {wall:.1f} s: {key} {result[key]:.4f}"
+    done = f"reused {reused} (finished earlier)" if reused is not None else f"done in {wall:.1f} s"
+    return f"{what} {done}: {key} {result[key]:.4f}"
 
 
 def run_leaderboard(env_id: str, names: Sequence[str], seeds: Sequence[int], *,
@@ -115,11 +116,14 @@ def _run_sequential(jobs: list[RunConfig], runs: str | Path, overwrite: bool,
     for i, cfg in enumerate(jobs, start=1):
         pbar.set_postfix_str(f"{cfg.agent} seed {cfg.seed}")
         start = time.perf_counter()
+        reused = None
         try:
+            reused = None if overwrite else finished_earlier(cfg, runs)
             result = train_run(cfg, runs, resume=not overwrite, overwrite=overwrite,
                                tensorboard_log=tensorboard_log, progress=False, command=command)
             out.append((cfg, result, None))
-            log.info(_line(i, len(jobs), cfg, result, time.perf_counter() - start))
+            log.info(_line(i, len(jobs), cfg, result, time.perf_counter() - start,
+                           reused=reused))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # report every failing run, then exit non-zero
@@ -150,12 +154,14 @@ def _interval(p: dict[str, Any] | None) -> str:
 
 
 def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) -> str:
-    """A markdown table, best score first, with the paired comparisons when given."""
+    """A markdown table, best score first, with the paired comparisons when given (the
+    "vs pi0" column only when the board has a ``reference`` row to pair with)."""
     key = score_key(agg)
     cols = [(k, t, d) for k, t, d in METRICS if any(k in e for e in agg.values())]
     versus = list(comp.get("versus", ())) if comp else []
-    extra = (["vs pi0 (paired)", "vs best (paired)"] + [f"vs {v} (paired)" for v in versus]
-             + ["IQM [95%]"] if comp else [])
+    pi0 = "reference" in agg
+    extra = ((["vs pi0 (paired)"] if pi0 else []) + ["vs best (paired)"]
+             + [f"vs {v} (paired)" for v in versus] + ["IQM [95%]"] if comp else [])
     rows = []
     for a in sorted(agg, key=lambda a: -agg[a][key]["mean"]):
         e = agg[a]
@@ -163,8 +169,8 @@ def table(agg: dict[str, dict[str, Any]], comp: dict[str, Any] | None = None) ->
         if comp:
             c = comp["agents"][a]
             q = c["iqm"]
-            cells += [_interval(c.get("vs_reference")),
-                      "best" if a == comp["best"] else _interval(c.get("vs_best"))]
+            cells += [_interval(c.get("vs_reference"))] if pi0 else []
+            cells += ["best" if a == comp["best"] else _interval(c.get("vs_best"))]
             cells += [_interval(c.get(f"vs_{v}")) for v in versus]
             cells += [f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}]"]
         rows.append(cells)
@@ -210,7 +216,9 @@ def _write_leaderboard(env_id: str, results: dict[str, list[dict[str, Any]]], ou
             "labels = offline pairs the agent learned from + queries it paid for. "
             f"The 'vs' columns are the mean per-seed difference in {key} with its 95% "
             "t-interval (✓: above 0, ✗: below 0); IQM is the interquartile mean over seeds with "
-            "a percentile-bootstrap interval.", "", md, ""]
+            "a percentile-bootstrap interval."
+            + ("" if "reference" in agg else " No 'vs pi0' column: the board has no "
+               "'reference' row (add reference to --agents)."), "", md, ""]
     if command:
         text += ["Made by:", "", f"    {command}", ""]
     text += [f"![{f.stem}]({f.name})" for f in figs]

@@ -42,7 +42,7 @@ from rlhf_env.errors import DataError, InvalidArgumentError, RLHFEnvError
 
 __all__ = ["RunExistsError", "RunLockedError", "MARKER", "run_dir", "train_run", "evaluate_run",
            "read_eval", "check_eval_options", "RunLock", "LocalBackend", "ServiceBackend",
-           "clear_for_overwrite"]
+           "clear_for_overwrite", "finished_earlier"]
 
 MARKER = ".rlhf-run"
 # may change on resume: they do not change what is learned
@@ -79,6 +79,13 @@ def run_dir(runs: str | Path, env_id: str, agent: str, seed: Any,
     if not folder.resolve().is_relative_to(root.resolve()):
         raise InvalidArgumentError(f"{folder} would lie outside --runs-dir {root}")
     return folder
+
+
+def finished_earlier(cfg: RunConfig, runs: str | Path) -> Path | None:
+    """The run folder of ``cfg`` if it already holds a finished run (which ``train_run`` with
+    ``resume`` returns as it is), else None."""
+    folder = run_dir(runs, cfg.env_id, cfg.agent, cfg.seed, cfg.oracle)
+    return folder if (folder / "eval.json").is_file() else None
 
 
 RECORD = "RECORD.json"
