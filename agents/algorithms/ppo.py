@@ -237,6 +237,10 @@ class PPOAgent(Agent):
         check(isinstance(inst.reference, CausalLMPolicy),
               f"ppo on a language env trains a causal LM; {inst.name}'s pi0 is a "
               f"{type(inst.reference).__name__}")
+        check(inst.reference.backend == "hf",
+              f"ppo on language models samples token by token with the HF model (SB3's "
+              f"rollout buffer holds each step), so it runs on backend='hf'; {inst.name}'s pi0 "
+              f"uses backend={inst.reference.backend!r}: make the env with backend='hf' for ppo")
         if c.rollout == "per_state":
             return
         editable = cached_rollout_supported(inst.reference)
