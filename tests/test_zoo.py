@@ -318,6 +318,51 @@ def test_leaderboard_writes_table_json_and_plots_and_reuses_runs(tmp_path):
     assert sessions(ledger.parent) == before
 
 
+def test_eval_model_scores_an_exact_policy_on_its_own_instance_only(tmp_path, capsys):
+    """Each seed of an exact env is another instance: a policy from a zoo run is evaluated on
+    the seed (and env kwargs) its config.yml records, and any other is refused before a
+    folder is written; a policy with no record gets one seed at most."""
+    import shutil
+
+    assert zoo("train", "--env", "LinearBT-v0", "--agent", "mle_gibbs", "--seed", 1,
+               "--runs-dir", tmp_path / "runs", "--env-kwargs", "query_budget=64",
+               "n_offline=64") == 0
+    run = tmp_path / "runs" / "LinearBT-v0" / "mle_gibbs" / "seed1"
+    ext = tmp_path / "ext"
+    capsys.readouterr()
+
+    def ev(model, *argv):
+        return zoo("eval", "--model", model, "--runs-dir", ext, "--name", "mine", *argv)
+
+    assert ev(run / "policy", "--env", "LinearBT-v0", "--seeds", 2) == 1
+    err = capsys.readouterr().err
+    assert "trained on LinearBT-v0 seed 1" in err and "seed 0 would score it" in err
+    assert "--seeds 1-1" in err and str(run / "config.yml") in err
+    assert not ext.exists()  # refused before anything was evaluated or written
+    # the same seed, features and pi0, but a hidden reward of another scale
+    assert ev(run / "policy", "--env", "LinearBT-v0", "--seeds", "1-1", "--env-kwargs",
+              "theta_norm=3.0") == 1
+    assert "theta_norm=3.0 is another instance" in capsys.readouterr().err
+    assert ev(run, "--env", "LinearBT-v0") == 1
+    assert "is a zoo run folder: give its policy" in capsys.readouterr().err
+
+    # its own instance (the default seeds): the run's own score, whatever the offline data
+    assert ev(run / "policy", "--env", "LinearBT-v0") == 0
+    own = json.loads((run / "eval.json").read_text())
+    got = json.loads((ext / "LinearBT-v0/external/mine/seed1/eval.json").read_text())
+    assert got["seed"] == 1 and got["objective"] == pytest.approx(own["objective"], abs=1e-9)
+    assert not (ext / "LinearBT-v0/external/mine/seed0").exists()
+    # the same instance under another id (only the offline behaviour differs) is accepted
+    assert ev(run / "policy", "--env", "LinearBT-Narrow-v0", "--seeds", "1-1") == 0
+
+    # no record of the instance: one seed, never several
+    shutil.copytree(run / "policy", tmp_path / "loose")
+    capsys.readouterr()
+    assert ev(tmp_path / "loose", "--env", "LinearBT-v0", "--seeds", 2) == 1
+    assert "has no record of the instance it was trained on" in capsys.readouterr().err
+    assert ev(tmp_path / "loose", "--env", "LinearBT-v0", "--seeds", "1-1") == 0
+
+
 def test_train_run_callback_and_tensorboard_log(tmp_path):
     seen = []
     cfg = resolve("iterative_dpo", "LinearBT-v0", 0, env_kwargs={"query_budget": 64},

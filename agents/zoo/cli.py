@@ -153,8 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keyword arguments to rlhf_env.make (with --model)")
     e.add_argument("--oracle", default=None, metavar="PRESET",
                    help="the training oracle of the runs it is compared with")
-    e.add_argument("--seeds", default="1", metavar="SEEDS",
-                   help="instances to evaluate on, as the leaderboard's --seeds (default 1)")
+    e.add_argument("--seeds", default=None, metavar="SEEDS",
+                   help="instances to evaluate on, as the leaderboard's --seeds (default: seed "
+                        "0; on an exact env, the seed of the zoo run the policy was trained "
+                        "in: each seed is another instance, and a policy is scored on its own "
+                        "only)")
     e.add_argument("--name", default=None, help="the row's name (default: the folder's)")
     e.add_argument("--labels", type=int, default=0,
                    help="labels the checkpoint was trained on, for the table (default 0)")
@@ -308,7 +311,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
                                            "run folder with it")
             check_output_dir(args.runs_dir, "--runs-dir")
             rows = evaluate_external(
-                args.model, args.env, parse_seeds(args.seeds), runs=args.runs_dir,
+                args.model, args.env, None if args.seeds is None else parse_seeds(args.seeds),
+                runs=args.runs_dir,
                 name=args.name, env_kwargs=parse_overrides(args.env_kwargs, "--env-kwargs"),
                 oracle=args.oracle, eval_options=options, labels=args.labels,
                 allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
