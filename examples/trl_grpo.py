@@ -4,6 +4,8 @@
     python examples/trl_grpo.py [--steps 60] [--out runs/trl_grpo]
     rlhf-zoo eval --model runs/trl_grpo/model --env TinyInstruct-v0 --seeds 5 --name trl_grpo \\
         --labels <the queries it printed>        # the same policy as a leaderboard row
+                                                 # (--size small: add --env-kwargs size=small;
+                                                 # the script prints its exact eval line)
     rlhf-zoo leaderboard --env TinyInstruct-v0 --seeds 5 --include-external
 
 GRPO samples ``--num-generations`` completions per prompt from the policy (a trainable copy
@@ -60,6 +62,14 @@ def parse(argv: list[str] | None = None) -> Args:
     return Args(**vars(parser.parse_args(argv)))
 
 
+def eval_command(model_dir: Path, instance: dict[str, object], seed: int, labels: int) -> str:
+    """The ``rlhf-zoo eval`` line that scores the saved model on the instance it was trained
+    on: the same env kwargs (``instance``) and prompt split (``seed``)."""
+    kwargs = " ".join(f"{k}={v}" for k, v in instance.items())
+    return (f"rlhf-zoo eval --model {model_dir} --env TinyInstruct-v0 --env-kwargs {kwargs} "
+            f"--seeds {seed}-{seed} --labels {labels}")
+
+
 def main(args: Args) -> dict[str, float]:
     import datasets
     from trl import GRPOConfig, GRPOTrainer
@@ -67,9 +77,12 @@ def main(args: Args) -> dict[str, float]:
     from rlhf_env.integrations.trl import reward_function
 
     start = time.perf_counter()
-    budget = args.steps * args.batch_size
-    env = rlhf_env.make("TinyInstruct-v0", size=args.size, setting="online", feedback="reward",
-                        query_budget=budget, seed=args.seed)
+    # what the instance (pi0, the prompts) is made of, which rlhf-zoo eval must make again,
+    # and what only this training needs (the zoo sets setting and seed itself)
+    instance = {"size": args.size}
+    training = {"setting": "online", "feedback": "reward",
+                "query_budget": args.steps * args.batch_size, "seed": args.seed}
+    env = rlhf_env.make("TinyInstruct-v0", **instance, **training)
     u = env.unwrapped
     pi0 = u.reference
     policy = pi0.trainable_copy()
@@ -77,13 +90,17 @@ def main(args: Args) -> dict[str, float]:
     tok.padding_side = "left"
     prompts = datasets.Dataset.from_dict({"prompt": list(u.instance.train_prompts)})
     reward = reward_function(env)
-    config = GRPOConfig(
-        output_dir=args.out, per_device_train_batch_size=args.batch_size,
-        num_generations=args.num_generations, max_completion_length=pi0.max_new_tokens,
-        max_steps=args.steps, learning_rate=args.learning_rate, use_cpu=True, bf16=False,
-        report_to=[], logging_steps=10, save_strategy="no", seed=args.seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # transformers 5 renamed gradient_checkpointing* to activation_checkpointing*, and
+        # TRL 1.16 (GRPOConfig, GRPOTrainer) still calls the old names: four FutureWarnings
+        # about TRL's code, not this script's. Every other warning still shows.
+        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is "
+                                "deprecated", category=FutureWarning)
+        config = GRPOConfig(
+            output_dir=args.out, per_device_train_batch_size=args.batch_size,
+            num_generations=args.num_generations, max_completion_length=pi0.max_new_tokens,
+            max_steps=args.steps, learning_rate=args.learning_rate, use_cpu=True, bf16=False,
+            report_to=[], logging_steps=10, save_strategy="no", seed=args.seed)
         GRPOTrainer(model=policy.model, reward_funcs=[reward], args=config,
                     train_dataset=prompts, processing_class=tok).train()
     trained = time.perf_counter() - start
@@ -99,8 +116,9 @@ def main(args: Args) -> dict[str, float]:
     for name, m in (("pi0", before), ("GRPO", after)):
         print(f"  {name:5s} J {m['objective']:.3f} ± {m['objective_stderr']:.3f}  gold "
               f"{m['gold_reward']:.3f}  KL {m['kl']:.3f}  win vs pi0 {m['win_rate']:.3f}")
-    print(f"  saved to {model_dir}: rlhf-zoo eval --model {model_dir} --env TinyInstruct-v0 "
-          f"--labels {u.queries_used}")
+    made = ", ".join(f"{k}={v!r}" for k, v in {**instance, **training}.items())
+    print(f"  env: rlhf_env.make('TinyInstruct-v0', {made})")
+    print(f"  saved to {model_dir}: {eval_command(model_dir, instance, args.seed, u.queries_used)}")
     return {"queries": float(u.queries_used), "J_pi0": before["objective"],
             "J": after["objective"], "kl": after["kl"]}
 
