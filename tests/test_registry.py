@@ -1,4 +1,5 @@
 import gymnasium as gym
+import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -27,6 +28,32 @@ def test_registry_lists_linear_bt():
     s = rlhf_env.spec("LinearBT-Narrow-v0")
     assert s.kwargs == {"behaviour": "narrow"}
     assert rlhf_env.spec("rlhf_env/LinearBT-v0").id == "LinearBT-v0"
+
+
+def test_narrow_is_linear_bt_v0_with_poorly_covering_offline_data(capsys):
+    """What `rlhf-zoo list` says of LinearBT-Narrow-v0: the same instance per seed as
+    LinearBT-v0 (features, pi0, hidden reward), only the offline pairs differ, drawn mostly
+    from the low-reward half."""
+    from agents.zoo.cli import main
+
+    v0, narrow = rlhf_env.make("LinearBT-v0", seed=3), rlhf_env.make("LinearBT-Narrow-v0", seed=3)
+    np.testing.assert_array_equal(v0.unwrapped.features, narrow.unwrapped.features)
+    np.testing.assert_array_equal(rlhf_env.judge(v0).reward_table(),
+                                  rlhf_env.judge(narrow).reward_table())
+    r = rlhf_env.judge(v0).reward_table()
+    low = r <= np.median(r, axis=1, keepdims=True)
+
+    def low_share(env):
+        data = env.unwrapped.offline_dataset
+        cat = env.unwrapped.catalog
+        pid = cat.prompt_ids(data["prompt"])
+        picked = np.concatenate([cat.response_ids(data["chosen"]), cat.response_ids(data["rejected"])])
+        return low[np.concatenate([pid, pid]), picked].mean()
+
+    assert low_share(narrow) > 0.85 > 0.6 > low_share(v0)
+    assert main(["list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "LinearBT-Narrow-v0" in x)
+    assert "LinearBT-v0's instances" in line and "poor coverage" in line
 
 
 def test_unknown_id_suggests_closest():

@@ -33,7 +33,8 @@ REGISTER = [
      "description": "Linear Bradley-Terry bandit, exactly solvable (Xiong et al. 2024, §2)."},
     {"id": "LinearBT-Narrow-v0", "entry_point": "rlhf_env.envs.linear_bt:LinearBTEnv",
      "kwargs": {"behaviour": "narrow"},
-     "description": "LinearBT with narrow offline coverage: the data rarely play what pi* plays."},
+     "description": "LinearBT-v0's instances, offline pairs mostly among the worst responses: "
+                    "tests poor coverage."},
 ]
 """The ids this module's envs are registered under (read by :mod:`rlhf_env.envs`)."""
 
