@@ -135,7 +135,9 @@ class HHRLHFEnv(RLHFEnv):
     gold_rm (smollm2: the gold RM's fit, a dict of GoldRMConfig fields), gold_fraction
     (smollm2: 0.5),
     device ("auto"), dtype, eval_fraction (0.1), reference_revision,
-    reward_model_revision, allow_bin_weights (False), allow_large_on_cpu (False).
+    reward_model_revision, allow_bin_weights (False), allow_large_on_cpu (False),
+    backend ("hf"; "vllm" samples pi0 and every policy trained from it with a vLLM engine:
+    :mod:`rlhf_env.backends`), backend_options (the backend's keyword arguments).
 
     ## Version History
     * v0: initial version. ``preset="smollm2"`` and chat templates were added within v0:
@@ -177,6 +179,8 @@ class HHRLHFEnv(RLHFEnv):
         chat_template: bool | None = None,
         gold_rm: dict[str, Any] | None = None,
         gold_fraction: float | None = None,
+        backend: str = "hf",
+        backend_options: dict[str, Any] | None = None,
     ) -> None:
         common = CommonArgs.check(setting=setting, query_budget=query_budget, eta=eta, seed=seed,
                                   feedback=feedback, oracle=oracle, ledger=ledger,
@@ -186,6 +190,16 @@ class HHRLHFEnv(RLHFEnv):
         if chat_template not in (None, True, False):
             raise InvalidArgumentError(
                 f"chat_template must be None, True or False, got {chat_template!r}")
+        from rlhf_env.backends.base import resolve_backend
+
+        if backend != "auto":
+            resolve_backend(backend)  # a bad name or a missing package, before any build
+        if backend_options is not None and not isinstance(backend_options, dict):
+            raise InvalidArgumentError(f"backend_options must be a dict, got {backend_options!r}")
+        if preset == "tiny" and backend != "hf":
+            raise InvalidArgumentError(
+                f"preset='tiny' builds a byte-level GPT-2 with 16-wide attention heads, which "
+                f"vLLM's kernels do not take: it samples with backend='hf', got {backend!r}")
         if preset != "smollm2" and (gold_rm is not None or gold_fraction is not None):
             raise InvalidArgumentError("gold_rm and gold_fraction set up the smollm2 preset's "
                                        "gold RM; pass preset='smollm2' (or drop them)")
@@ -258,6 +272,7 @@ class HHRLHFEnv(RLHFEnv):
                                         reference_revision, reward_model_revision,
                                         allow_bin_weights, chat_template)
         reference.max_new_tokens = int(max_new_tokens or 128)
+        reference.use_backend(backend, **(backend_options or {}))
         bound = common.bind_oracle(OracleContext(rm, name="HH-RLHF"))
 
         rng = common.instance_rng(0x44)

@@ -33,8 +33,6 @@ the distribution they were drawn from.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,52 +45,22 @@ from rlhf_env.errors import DataError, InvalidArgumentError
 from rlhf_env.lm.chat import Prompt, PromptEncoder, model_stop_ids, prompt_key
 from rlhf_env.lm.loading import (
     disable_dropout,
-    load_base_state,
     load_causal_lm,
-    read_model_state,
     resolve_device,
     resolve_dtype,
 )
 from rlhf_env.lm.scoring import Scorer, nucleus_log_probs
-from rlhf_env.policies.base import CONFIG_NAME, Policy, register_policy_class
+from rlhf_env.policies.base import Policy, register_policy_class
+from rlhf_env.policies.lm_copies import CopiesMixin
+from rlhf_env.policies.lm_files import FilesMixin
+from rlhf_env.policies.lm_samples import SampledSequence, SamplesMixin
 from rlhf_env.progress import log
 
 __all__ = ["CausalLMPolicy", "SampledSequence"]
 
 
-@dataclasses.dataclass(frozen=True)
-class SampledSequence:
-    """One sampled response, with the tokens that were drawn.
-
-    Attributes:
-        text: the decoded response (the stop token not included).
-        context_ids: the prompt's tokens as the sampler fed them to the model.
-        token_ids: the response tokens drawn, in order; ends with the stop token drawn iff
-            ``finished``.
-        finished: whether a stop token was drawn (False: cut at ``max_new_tokens``).
-        log_probs: log q of each drawn token under the distribution it was drawn from.
-        temperature, top_p: that distribution's settings (relative to the policy).
-        exact: whether ``log_probs`` are the policy's own float computation (the hf
-            backend), so they may stand in for a scoring pass.
-    """
-
-    text: str
-    context_ids: tuple[int, ...]
-    token_ids: tuple[int, ...]
-    finished: bool
-    log_probs: tuple[float, ...] = ()
-    temperature: float = 1.0
-    top_p: float = 1.0
-    exact: bool = False
-
-    @property
-    def log_prob(self) -> float:
-        """The sum of :attr:`log_probs`: log q(tokens | context)."""
-        return float(sum(self.log_probs))
-
-
 @register_policy_class
-class CausalLMPolicy(Policy):
+class CausalLMPolicy(SamplesMixin, CopiesMixin, FilesMixin, Policy):
     """A :class:`Policy` over a ``transformers`` causal LM and its tokenizer.
 
     Args:
@@ -327,99 +295,6 @@ class CausalLMPolicy(Policy):
         slot = AdapterSlot.of(self.model)
         return slot.settings if slot is not None and self.adapter is not None else None
 
-    # -- copies and adapters -----------------------------------------------------------------
-    def _twin(self, model: nn.Module) -> CausalLMPolicy:
-        """A policy over ``model`` with this policy's tokenizer and settings."""
-        return CausalLMPolicy(model, self.tokenizer, source=self.source, **self.config())
-
-    def trainable_copy(self, *, lora: Any = None, seed: int = 0) -> CausalLMPolicy:
-        """A trainable policy equal to this one, dropout off.
-
-        Without ``lora`` (and for a policy without an adapter): a deep copy of the model.
-        With ``lora`` (:class:`~rlhf_env.lm.lora.LoraSettings` or a dict of its fields), or
-        when this policy is itself an adapter: a new adapter over the *same* base model
-        (A drawn from ``seed``, B = 0, so it starts equal to this policy; an adapter policy's
-        copy starts from its adapter's values), the base frozen.
-        """
-        if lora is None and self.adapter is None:
-            twin = super().trainable_copy()
-            assert isinstance(twin, CausalLMPolicy)
-            disable_dropout(twin.model)
-            return twin.train()
-        from rlhf_env.lm.lora import AdapterSlot, LoraSettings
-
-        if isinstance(lora, dict):
-            lora = LoraSettings(**lora)
-        if self.adapter is not None:
-            slot = AdapterSlot.of(self.model)
-            assert slot is not None
-            if lora is not None and lora != slot.settings:
-                raise InvalidArgumentError(
-                    f"this policy is a LoRA adapter with {slot.settings.to_dict()}; its copies "
-                    f"keep those settings, got {lora.to_dict()}")
-            weights = {k: v.detach().clone() for k, v in self.adapter.items()}
-        else:
-            slot = AdapterSlot.attach(self.model, lora)
-            weights = slot.new_weights(torch.Generator().manual_seed(int(seed)))
-        for p in self.parameters():  # the base stays pi0
-            p.requires_grad_(False)
-        disable_dropout(self.model)
-        twin = self._twin(self.model)
-        twin.adapter = nn.ParameterDict({k: nn.Parameter(v) for k, v in weights.items()})
-        return twin.train()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> CausalLMPolicy:
-        """A deep copy without the sampling engine (a copy makes its own on first use)."""
-        import copy as _copy
-
-        cls = type(self)
-        twin = cls.__new__(cls)
-        memo[id(self)] = twin
-        for k, v in self.__dict__.items():
-            if k not in ("_engine", "scorer"):
-                twin.__dict__[k] = _copy.deepcopy(v, memo)
-        twin.__dict__["_engine"] = None
-        twin.scorer = Scorer(twin.model, twin.encoder.pad_id, twin.activate)
-        return twin
-
-    def copy(self, *, frozen: bool = False) -> CausalLMPolicy:
-        """A copy; an adapter policy's copy shares the base model and copies the adapter."""
-        if self.adapter is None:
-            twin = super().copy(frozen=frozen)
-            assert isinstance(twin, CausalLMPolicy)
-            return twin
-        twin = self._twin(self.model)
-        twin.adapter = nn.ParameterDict({k: nn.Parameter(v.detach().clone(),
-                                                         requires_grad=v.requires_grad)
-                                         for k, v in self.adapter.items()})
-        twin.train(self.training)
-        return twin.freeze() if frozen else twin
-
-    def base_policy(self) -> CausalLMPolicy:
-        """The base model without any adapter (pi0 for an adapter trained from pi0), as a
-        frozen policy over the same weights."""
-        return self._twin(self.model).freeze()
-
-    def merged(self) -> CausalLMPolicy:
-        """A plain policy whose weights are the base with this adapter merged in (W + alpha/r
-        B A): what to export or hand to tools that do not know LoRA. A policy without an
-        adapter returns a frozen deep copy."""
-        if self.adapter is None:
-            return self.copy(frozen=True)
-        import copy as _copy
-
-        from rlhf_env.lm.lora import AdapterSlot
-
-        slot = AdapterSlot.of(self.model)
-        assert slot is not None
-        state = slot.merged_state_dict(self.model, self.adapter)
-        with torch.random.fork_rng(devices=[]):
-            fresh = type(self.model)(_copy.deepcopy(self.model.config))
-        fresh.load_state_dict(state, strict=True)
-        fresh.generation_config = _copy.deepcopy(self.model.generation_config)
-        fresh.to(device=self.device, dtype=next(iter(state.values())).dtype)
-        return self._twin(fresh).freeze()
-
     # -- scoring -------------------------------------------------------------------------------
     def _log_q(self, temperature: float = 1.0, top_p: float = 1.0) -> Any:
         """Per-token log q(target) from logits: this policy tempered by ``temperature``."""
@@ -484,116 +359,6 @@ class CausalLMPolicy(Policy):
             self._lp_cache.update(zip(todo, lp.tolist()))
         return torch.tensor([self._lp_cache[k] for k in keys], device=self.device)
 
-    def sample_log_probs(self, prompts: Sequence[Prompt], samples: Sequence[SampledSequence]
-                         ) -> torch.Tensor:
-        """:meth:`log_prob` of the samples' texts, taken from the samples themselves where
-        they are exactly that (drawn from this policy as it is by the hf backend, finished,
-        and re-encoding to the drawn tokens) and scored otherwise. No gradient."""
-        out = torch.zeros(len(samples), dtype=torch.float64)
-        todo = []
-        for i, (p, s) in enumerate(zip(prompts, samples)):
-            own = (s.exact and s.finished and s.temperature == 1.0 and s.top_p >= 1.0
-                   and self.top_p >= 1.0 and list(s.token_ids) == self._split(p, s.text)[1])
-            if own:
-                out[i] = s.log_prob
-            else:
-                todo.append(i)
-        if todo:
-            with torch.no_grad():
-                lp = self.log_prob([prompts[i] for i in todo], [samples[i].text for i in todo])
-            out[todo] = lp.double().cpu()
-        return out
-
-    def _token_pairs(self, contexts: Sequence[Sequence[int]],
-                     responses: Sequence[Sequence[int]], temperature: float
-                     ) -> list[tuple[list[int], list[int]]]:
-        if len(contexts) != len(responses):
-            raise InvalidArgumentError(
-                f"got {len(contexts)} contexts and {len(responses)} responses")
-        if temperature < 0:
-            raise InvalidArgumentError(f"temperature must be >= 0, got {temperature!r}")
-        pairs = []
-        for ctx, resp in zip(contexts, responses):
-            ctx, resp = list(ctx) or [self.bos_id], list(resp)
-            if len(resp) >= self.max_length:
-                raise InvalidArgumentError(
-                    f"a response of {len(resp)} tokens does not fit the context of "
-                    f"{self.max_length} tokens")
-            ctx, _ = self.encoder.truncate_prompt(ctx, self.max_length - len(resp))
-            pairs.append((ctx, resp))
-        return pairs
-
-    @torch.no_grad()
-    def score_samples(
-        self,
-        reference: CausalLMPolicy | None,
-        contexts: Sequence[Sequence[int]],
-        responses: Sequence[Sequence[int]],
-        *,
-        temperature: float = 1.0,
-        top_p: float | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Exactly the given tokens, scored with one forward pass of this policy and one of
-        ``reference`` (the n samples of a prompt after one copy of it).
-
-        Returns float64 ``(n,)`` tensors: ``log_q``, log q(response | context) with q this
-        policy at ``temperature`` and ``top_p`` (None: its default), the distribution
-        :meth:`sample` draws from; with a reference also ``log_p0`` (the reference as it
-        samples: its temperature, its top-p) and ``kl``, the exact per-token KL summed along
-        each response: the sum over its drawn prefixes s_t of KL(q(.|s_t) || p0(.|s_t)),
-        each a sum over the vocabulary, whose expectation over y ~ q is KL(q || p0) of the
-        response distributions (by the chain rule), with far less variance than the
-        log-ratio's. -inf / +inf where a token or q's mass is outside a support.
-        """
-        top_p = self.top_p if top_p is None else float(top_p)
-        pairs = self._token_pairs(contexts, responses, temperature)
-        t_q = self.temperature * temperature
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if reference is None:
-                (log_q,) = self.scorer.score(pairs, [self._log_q(temperature, top_p)],
-                                             batch_size=self.batch_size, dtype=torch.float64)
-                return {"log_q": log_q.cpu()}
-            t_p, ref_top_p = reference.temperature, reference.top_p
-
-            def lq(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return nucleus_log_probs(x.float(), t_q, top_p).gather(-1, t)[:, 0]
-
-            def lp(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return nucleus_log_probs(y.float(), t_p, ref_top_p).gather(-1, t)[:, 0]
-
-            def kl(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                a = nucleus_log_probs(x.float(), t_q, top_p)
-                b = nucleus_log_probs(y.float(), t_p, ref_top_p)
-                q = a.exp()
-                return torch.where(q > 0, q * (a - b), torch.zeros_like(q)).sum(-1)
-
-            log_q, log_p0, tok_kl = self.scorer.score(
-                pairs, [lq, lp, kl], batch_size=self.batch_size, others=[reference.scorer],
-                dtype=torch.float64)
-            return {"log_q": log_q.cpu(), "log_p0": log_p0.cpu(), "kl": tok_kl.cpu()}
-        finally:
-            self.model.train(was_training)
-
-    def sequence_log_probs(self, contexts: Sequence[Sequence[int]],
-                           responses: Sequence[Sequence[int]], *, temperature: float = 1.0,
-                           top_p: float | None = None) -> torch.Tensor:
-        """log q(response tokens | context tokens), summed over exactly the given tokens, q
-        as in :meth:`score_samples`; float64 ``(n,)``, no gradient. No stop token is added
-        and nothing is re-encoded: pass the ``context_ids`` and ``token_ids`` of
-        :meth:`sample_sequences` to score what was drawn."""
-        return self.score_samples(None, contexts, responses, temperature=temperature,
-                                  top_p=top_p)["log_q"]
-
-    def token_kl(self, reference: CausalLMPolicy, contexts: Sequence[Sequence[int]],
-                 responses: Sequence[Sequence[int]], *, temperature: float = 1.0,
-                 top_p: float | None = None) -> torch.Tensor:
-        """The exact per-token KL summed along each sampled response (see
-        :meth:`score_samples`, which gives it with the log-probs from the same passes)."""
-        return self.score_samples(reference, contexts, responses, temperature=temperature,
-                                  top_p=top_p)["kl"]
-
     # -- sampling -------------------------------------------------------------------------------
     def sample(
         self,
@@ -609,6 +374,16 @@ class CausalLMPolicy(Policy):
         return [[seq.text for seq in row] for row in self.sample_sequences(
             prompts, n, temperature, generator=generator, max_new_tokens=max_new_tokens,
             top_p=top_p)]
+
+    def use_backend(self, backend: str, **options: Any) -> CausalLMPolicy:
+        """Sample with ``backend`` (its keyword arguments ``options``) from now on, and so
+        do copies made from now on; returns self."""
+        if not isinstance(backend, str):
+            raise InvalidArgumentError(f"backend must be a name such as 'hf', got {backend!r}")
+        if backend != "auto":
+            resolve_backend(backend)
+        self.backend, self.backend_options, self._engine = backend, dict(options), None
+        return self
 
     def engine(self) -> Generator:
         """This policy's :class:`~rlhf_env.backends.Generator` (made on first use), with
@@ -668,105 +443,3 @@ class CausalLMPolicy(Policy):
         if self.backend != "hf":
             cfg.update(backend=self.backend, backend_options=self.backend_options)
         return cfg
-
-    def save(self, path: str | Path) -> Path:
-        """Write the policy into folder ``path``: ``policy.json``, and the model (safetensors)
-        and tokenizer under ``model/`` — or, for a LoRA adapter, the adapter alone under
-        ``adapter/`` (peft's format), with the base model's source in ``policy.json``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, Any] = {"class": type(self).__name__, "config": self.config()}
-        if self.adapter is not None:
-            from rlhf_env.lm.lora import AdapterSlot, base_fingerprint
-
-            slot = AdapterSlot.of(self.model)
-            assert slot is not None
-            slot.save(self.adapter, path / "adapter", self.source)
-            meta["adapter"] = {"base": self.source, "lora": slot.settings.to_dict(),
-                               "base_model_type": self.model.config.model_type,
-                               "base_fingerprint": base_fingerprint(self.model)}
-        else:
-            from rlhf_env.progress import quiet_transformers
-
-            with quiet_transformers():
-                self.model.save_pretrained(path / "model", safe_serialization=True)
-                self.tokenizer.save_pretrained(path / "model")
-            meta["source"] = self.source
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=1))
-        return path
-
-    @classmethod
-    def load_folder(cls, path: Path, config: dict[str, Any], base: Policy | None = None
-                    ) -> CausalLMPolicy:
-        meta = json.loads((path / CONFIG_NAME).read_text())
-        adapter = meta.get("adapter")
-        if adapter is None:
-            from rlhf_env.progress import quiet_transformers
-
-            with quiet_transformers():
-                return cls(str(path / "model"), source=meta.get("source") or str(path / "model"),
-                           **config)
-        if base is None:
-            where = adapter.get("base")
-            if not where:
-                raise DataError(
-                    f"{path} holds a LoRA adapter whose base model was built in memory (no "
-                    "source recorded): load it with load_policy(path, base=<the base policy>)")
-            base = cls(where, **config)
-        if not isinstance(base, CausalLMPolicy):
-            raise DataError(f"the LoRA adapter in {path} needs a CausalLMPolicy base, got "
-                            f"{type(base).__name__}")
-        from rlhf_env.lm.lora import base_fingerprint
-
-        want = adapter.get("base_fingerprint")
-        if want is not None and base_fingerprint(base.model) != want:
-            raise DataError(
-                f"the LoRA adapter in {path} was trained on another base model (fingerprint "
-                f"{want}, recorded source {adapter.get('base')!r}); this base is a "
-                f"{base.model.config.model_type!r} model with fingerprint "
-                f"{base_fingerprint(base.model)}")
-        return base.with_adapter(path / "adapter")
-
-    def with_adapter(self, folder: str | Path, *, trainable: bool = False) -> CausalLMPolicy:
-        """A policy of this base model with the LoRA adapter saved in ``folder`` (ours or
-        peft's format), sharing this policy's weights; frozen unless ``trainable``."""
-        from rlhf_env.lm.lora import AdapterSlot, read_settings
-
-        folder = Path(folder)
-        settings = read_settings(folder)
-        slot = AdapterSlot.of(self.model)
-        if slot is None:
-            slot = AdapterSlot.attach(self.model, settings)
-        weights = slot.load(folder)
-        twin = self._twin(self.model)
-        twin.adapter = nn.ParameterDict({k: nn.Parameter(v, requires_grad=trainable)
-                                         for k, v in weights.items()})
-        return twin.train() if trainable else twin.freeze()
-
-    def load_weights(self, path: str | Path) -> CausalLMPolicy:
-        """Load the weights a :meth:`save` of the same architecture wrote into this policy.
-
-        Strict: a missing, unexpected or misshapen tensor is a :class:`DataError` naming it,
-        and so is another architecture. Sharded saves and transformers' key conversions are
-        read by ``from_pretrained``. An adapter folder loads into this policy's adapter.
-        """
-        path = Path(path)
-        meta_file = path / CONFIG_NAME
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        if meta.get("adapter") is not None or (path / "adapter").is_dir():
-            if self.adapter is None:
-                raise DataError(f"{path} holds a LoRA adapter; this policy has none (use "
-                                "with_adapter or load_policy(path, base=...))")
-            from rlhf_env.lm.lora import AdapterSlot
-
-            slot = AdapterSlot.of(self.model)
-            assert slot is not None
-            loaded = slot.load(path / "adapter")
-            with torch.no_grad():
-                for k, v in loaded.items():
-                    self.adapter[k].copy_(v)
-        else:
-            load_base_state(self.model, read_model_state(path / "model",
-                                                         self.model.config.model_type), path)
-        self._lp_cache.clear()
-        return self
