@@ -251,28 +251,32 @@ class Scorer:
     def score(self, items: Sequence[tuple[Sequence[int], Sequence[int]]],
               fns: Sequence[Callable[..., torch.Tensor]], *, batch_size: int,
               share: bool = True, others: Sequence[Scorer] = (),
-              dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+              dtype: torch.dtype = torch.float32,
+              keys: Sequence[Any] | None = None) -> list[torch.Tensor]:
         """Per-item sums of per-token scores: ``fns[i](logits, *others' logits, targets)``
         returns one value per response token; item j's tokens are summed into
         ``out[i][j]``. Items with the same context form one tree when ``share`` and the model
         allows it (:meth:`may_share`, checked once per model), so a prompt with n responses
         costs ``P + sum(R)`` positions, not ``n P + sum(R)``. ``others``: scorers of other
         models over the same vocabulary, run on the same rows (e.g. the reference, for a
-        KL), whose logits are passed after this model's. Differentiable through this model's
-        logits when grad is on. Returns ``len(fns)`` tensors of shape ``(len(items),)``."""
+        KL), whose logits are passed after this model's. ``keys``: only items with the same
+        key (and context) share a tree (a DPO pair's two responses: the trees, and so the
+        float rounding, do not depend on what else is in the batch). Differentiable through
+        this model's logits when grad is on. Returns ``len(fns)`` tensors of shape
+        ``(len(items),)``."""
         n = len(items)
         dev = self.device
         out = [torch.zeros(n, device=dev, dtype=dtype) for _ in fns]
         if n == 0:
             return out
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
         for j, (c, _) in enumerate(items):
-            groups.setdefault(tuple(c), []).append(j)
+            groups.setdefault((None if keys is None else keys[j], tuple(c)), []).append(j)
         longest = max(len(c) + len(r) for c, r in items)
         trees: list[tuple[list[int], list[list[int]], list[int]]] = []
         if share and any(len(g) > 1 for g in groups.values()) and all(
                 s.may_share(longest) for s in (self, *others)):
-            for c, js in groups.items():
+            for (_, c), js in groups.items():
                 trees.append((list(c), [list(items[j][1]) for j in js], js))
         else:
             share = False
@@ -285,7 +289,7 @@ class Scorer:
                 for s in (self, *others):
                     if not s.sharing_checked() and not s.check_sharing(plain):
                         return self.score(items, fns, batch_size=batch_size, share=False,
-                                          others=others, dtype=dtype)
+                                          others=others, dtype=dtype, keys=keys)
             logits, targets, t_of, seg = self.tree_logits(plain, pack=share)
             extra = [o.tree_logits(plain, pack=share)[0] for o in others]
             width = max(len(js) for _, _, js in chunk)

@@ -307,10 +307,12 @@ class CausalLMPolicy(SamplesMixin, CopiesMixin, FilesMixin, Policy):
     def token_log_probs(
         self, prompts: Sequence[Prompt], responses: Sequence[str], *,
         max_length: int | None = None, max_prompt_length: int | None = None,
+        keys: Sequence[Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed response log-probs (terminator included) and the response lengths in tokens.
 
-        Responses to the same prompt share one copy of it (prefix sharing).
+        Responses to the same prompt (and the same ``keys`` entry, when given) share one
+        copy of it (prefix sharing).
         ``max_length`` / ``max_prompt_length`` cut the pairs (default: the policy's).
         Returns ``(logp, n_tokens)``, each of shape ``(n,)``; ``logp`` is differentiable.
         """
@@ -320,7 +322,8 @@ class CausalLMPolicy(SamplesMixin, CopiesMixin, FilesMixin, Policy):
         pairs = [self._split(p, r, max_length, max_prompt_length)
                  for p, r in zip(prompts, responses)]
         lens = torch.tensor([len(r) for _, r in pairs], dtype=torch.long, device=self.device)
-        (logp,) = self.scorer.score(pairs, [self._log_q()], batch_size=self.batch_size)
+        (logp,) = self.scorer.score(pairs, [self._log_q()], batch_size=self.batch_size,
+                                    keys=keys)
         return logp, lens
 
     def pair_log_probs(
@@ -337,6 +340,19 @@ class CausalLMPolicy(SamplesMixin, CopiesMixin, FilesMixin, Policy):
             raise InvalidArgumentError(f"pair_log_probs got {n} prompts, {len(chosen)} chosen "
                                        f"and {len(rejected)} rejected responses")
         if self.frozen and max_length is None and max_prompt_length is None:
+            sides = [[(prompt_key(p), r) for p, r in zip(prompts, side)]
+                     for side in (chosen, rejected)]
+            todo = [i for i in range(n) if sides[0][i] not in self._lp_cache
+                    or sides[1][i] not in self._lp_cache]
+            if todo:  # each pair its own tree, as when training: the same rounding
+                with torch.no_grad():
+                    lp, _ = self.token_log_probs(
+                        [prompts[i] for i in todo] * 2,
+                        [chosen[i] for i in todo] + [rejected[i] for i in todo],
+                        keys=list(range(len(todo))) * 2)
+                for k, i in enumerate(todo):
+                    self._lp_cache[sides[0][i]] = float(lp[k])
+                    self._lp_cache[sides[1][i]] = float(lp[len(todo) + k])
             logp = self.log_prob(list(prompts) * 2, list(chosen) + list(rejected))
             lens = [torch.tensor([len(self._split(p, r)[1]) for p, r in zip(prompts, side)],
                                  dtype=torch.long, device=self.device)
@@ -344,7 +360,8 @@ class CausalLMPolicy(SamplesMixin, CopiesMixin, FilesMixin, Policy):
             return logp[:n], lens[0], logp[n:], lens[1]
         logp, lens = self.token_log_probs(list(prompts) * 2, list(chosen) + list(rejected),
                                           max_length=max_length,
-                                          max_prompt_length=max_prompt_length)
+                                          max_prompt_length=max_prompt_length,
+                                          keys=list(range(n)) * 2)  # a pair, one tree
         return logp[:n], lens[:n], logp[n:], lens[n:]
 
     def log_prob(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
