@@ -13,7 +13,8 @@ of the new weights to the engine included in the time. First, this CPU's limits:
 core's fp32 and bf16 matmul peak (GFLOPS) and a copy's memory bandwidth; SmolLM2 costs
 2 x 134.5M FLOPs per token, so the compute roofline is ``peak / 0.269 GFLOP`` tokens per
 CPU-second, and each row gives its fraction of the roofline of its precision (hf: fp32,
-vllm: bf16). Run it in an environment that has vllm (``.ci/run``'s) for both backends.
+vllm: bf16). The limits are this machine's (an AMX CPU does bf16 several times faster than
+fp32). Run it in an environment that has vllm (``.ci/run``'s) for both backends.
 """
 
 from __future__ import annotations
