@@ -101,3 +101,14 @@ def test_rlhf_env_never_imports_agents():
     for path in _python_files("rlhf_env"):
         for name, line in _references(path):
             assert not name.startswith("agents"), f"{path}:{line} imports {name}"
+
+
+def test_the_lm_wing_runs_one_way():
+    """models -> policies -> backends, lm (DESIGN.md): lm/ imports none of the others, and
+    backends/ neither policies/ nor models/."""
+    banned = {"rlhf_env/lm": ("rlhf_env.policies", "rlhf_env.models", "rlhf_env.backends"),
+              "rlhf_env/backends": ("rlhf_env.policies", "rlhf_env.models")}
+    for folder, names in banned.items():
+        for path in _python_files(folder):
+            for name, line in _references(path):
+                assert not name.startswith(names), f"{path}:{line} imports {name}"

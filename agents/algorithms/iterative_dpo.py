@@ -126,9 +126,8 @@ class IterativeDPOAgent(PreferenceAgent):
         if not hasattr(self, "explore_samples"):
             self.explore_samples: list[str | None] = []
         self.estimates: dict[int, Any] = {}
-        # pi_t's implicit rewards and its samples' own log-probs, until pi_t changes
+        # pi_t's implicit rewards, until pi_t changes
         self.implicit_memo: dict[tuple[str, str], float] = {}
-        self.sampled_log_probs: dict[tuple[str, str], float] = {}
         if self.start_round == 0:
             self.policy = self.new_policy()
         else:
@@ -212,44 +211,27 @@ class IterativeDPOAgent(PreferenceAgent):
     def implicit_reward(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """beta * log(pi_t / pi0): DPO's implicit reward of the current policy.
 
-        Values are remembered until pi_t changes (:meth:`fit` forgets them), so the
-        round's agreement reuses what ranking its samples computed; log pi_t of a sample
-        drawn by pi_t comes from the sample itself (:meth:`remember_samples`)."""
+        Values are remembered until pi_t changes (:meth:`fit` forgets them), so the round's
+        agreement reuses what ranking its samples computed. Both log-probs come from the
+        same float computation (the samples of a prompt after one copy of it), so where
+        pi_t equals pi0 (round 0) every reward is exactly 0 and the ranking's ties break by
+        sample order, not by rounding; the sampler's own log-probs are not used here for
+        that reason."""
         known = self.implicit_memo
         todo = list(dict.fromkeys((p, r) for p, r in zip(prompts, responses)
                                   if (p, r) not in known))
         if todo:
             ps, rs = [p for p, _ in todo], [r for _, r in todo]
             with torch.no_grad():
-                own = [self.sampled_log_probs.get(k) for k in todo]
-                miss = [i for i, v in enumerate(own) if v is None]
-                if miss:
-                    lp = self.policy.log_prob([ps[i] for i in miss], [rs[i] for i in miss])
-                    for i, v in zip(miss, lp.double().cpu().tolist()):
-                        own[i] = v
-                ref = self.instance.reference.log_prob(ps, rs).double().cpu().tolist()
+                lr = (self.policy.log_prob(ps, rs).double().cpu()
+                      - self.instance.reference.log_prob(ps, rs).double().cpu())
             beta = self.config.beta or self.instance.eta
-            known.update({k: beta * (a - b) for k, a, b in zip(todo, own, ref)})
+            known.update(zip(todo, (beta * lr).tolist()))
         return np.array([known[(p, r)] for p, r in zip(prompts, responses)], dtype=np.float64)
 
     def forget_estimates(self) -> None:
-        """pi_t is about to change: its implicit rewards and its samples' log-probs go."""
+        """pi_t is about to change: its remembered implicit rewards go."""
         self.implicit_memo.clear()
-        self.sampled_log_probs.clear()
-
-    def sample_scored(self, prompts: list[str], n: int, gen: torch.Generator
-                      ) -> list[list[str]]:
-        """n samples of pi_t per prompt; a causal LM's samples bring log pi_t with them
-        (remembered for :meth:`implicit_reward`, so they are not scored again)."""
-        pi_t = self.policy
-        if not hasattr(pi_t, "sample_log_probs"):
-            return pi_t.sample(prompts, n=n, generator=gen)
-        seqs = pi_t.sample_sequences(prompts, n=n, generator=gen)
-        flat_p = [p for p, row in zip(prompts, seqs) for _ in row]
-        flat = [s for row in seqs for s in row]
-        lp = pi_t.sample_log_probs(flat_p, flat).tolist()
-        self.sampled_log_probs.update(zip(zip(flat_p, (s.text for s in flat)), lp))
-        return [[s.text for s in row] for row in seqs]
 
     def estimate(self, t: int) -> Any:
         """Round ``t``'s reward estimate that ranks samples: the implicit reward of pi_t, or a
@@ -279,9 +261,7 @@ class IterativeDPOAgent(PreferenceAgent):
         c, pi_t, ref = self.config, self.policy, self.instance.reference
         if c.enhancer == "rejection_sampling":
             reward = self.estimate(t)
-            samples = (self.sample_scored(prompts, c.n_samples, gen)
-                       if reward == self.implicit_reward else
-                       pi_t.sample(prompts, n=c.n_samples, generator=gen))
+            samples = pi_t.sample(prompts, n=c.n_samples, generator=gen)
             flat_p = [p for p, row in zip(prompts, samples) for _ in row]
             scores = reward(flat_p, [y for row in samples for y in row]).reshape(len(prompts), -1)
             a1, a2 = [], []

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlhf_env.errors import InvalidArgumentError
-from rlhf_env.lm.chat import Prompt
 from rlhf_env.lm.scoring import nucleus_log_probs
 
 if TYPE_CHECKING:
@@ -54,26 +53,6 @@ class SampledSequence:
 
 class SamplesMixin:
     """The sample-scoring methods of :class:`~rlhf_env.policies.CausalLMPolicy`."""
-
-    def sample_log_probs(self, prompts: Sequence[Prompt], samples: Sequence[SampledSequence]
-                         ) -> torch.Tensor:
-        """:meth:`log_prob` of the samples' texts, taken from the samples themselves where
-        they are exactly that (drawn from this policy as it is by the hf backend, finished,
-        and re-encoding to the drawn tokens) and scored otherwise. No gradient."""
-        out = torch.zeros(len(samples), dtype=torch.float64)
-        todo = []
-        for i, (p, s) in enumerate(zip(prompts, samples)):
-            own = (s.exact and s.finished and s.temperature == 1.0 and s.top_p >= 1.0
-                   and self.top_p >= 1.0 and list(s.token_ids) == self._split(p, s.text)[1])
-            if own:
-                out[i] = s.log_prob
-            else:
-                todo.append(i)
-        if todo:
-            with torch.no_grad():
-                lp = self.log_prob([prompts[i] for i in todo], [samples[i].text for i in todo])
-            out[todo] = lp.double().cpu()
-        return out
 
     def _token_pairs(self, contexts: Sequence[Sequence[int]],
                      responses: Sequence[Sequence[int]], temperature: float
