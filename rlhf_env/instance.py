@@ -37,7 +37,7 @@ from rlhf_env.oracles import Labels, Oracle, OracleContext, QueryLedger, make_or
 from rlhf_env.policies import Catalog, Policy
 
 __all__ = ["KINDS", "SETTINGS", "FEEDBACK", "CommonArgs", "ProblemInstance", "check_seed",
-           "check_positive_int", "check_positive_float", "short", "checked_labels",
+           "check_positive_int", "check_positive_float", "short", "as_column", "checked_labels",
            "checked_scores"]
 
 KINDS = ("exact", "linear", "sampled")
@@ -51,6 +51,22 @@ def short(value: Any, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def as_column(value: Any, name: str) -> list[Any]:
+    """``value`` as a list, if it is a sequence (a list, a tuple, a 1-d array) and not text.
+
+    A generator or other one-shot iterable is refused: the adapters check every item of a
+    call before they charge anything, and a caller could not see which items were consumed."""
+    from collections.abc import Sequence
+
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(
+            f"{name} must be a sequence (a list or tuple), got {type(value).__name__} "
+            f"{short(value)}")
+    return list(value)
 
 
 def check_seed(seed: Any, name: str = "seed") -> int | None:

@@ -30,24 +30,10 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.errors import InvalidActionError, InvalidArgumentError
-from rlhf_env.instance import check_positive_int, short
+from rlhf_env.instance import as_column, check_positive_int, short
 from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["EnvOracle"]
-
-
-def _column(value: Any, name: str) -> list[Any]:
-    """``value`` as a list, if it is a sequence (a list, a tuple, a 1-d array) and not text.
-
-    A generator or other one-shot iterable is refused: ``compare`` checks every item before
-    it charges anything, and its caller could not see which items were consumed."""
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        return value.tolist()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidArgumentError(
-            f"compare's {name} must be a sequence (a list or tuple) of str, got "
-            f"{type(value).__name__} {short(value)}")
-    return list(value)
 
 
 class EnvOracle:
@@ -95,9 +81,9 @@ class EnvOracle:
                 return_probs: bool = False, disable_tqdm: bool = False
                 ) -> tuple[list[float | bool], dict[str, Any]]:
         # -- check the whole call: nothing is charged before every item passes ---------------
-        ps = _column(inputs, "inputs")
-        a = _column(candidates_A, "candidates_A")
-        b = _column(candidates_B, "candidates_B")
+        ps = as_column(inputs, "compare's inputs")
+        a = as_column(candidates_A, "compare's candidates_A")
+        b = as_column(candidates_B, "compare's candidates_B")
         n = len(ps)
         if not (n == len(a) == len(b)):
             raise InvalidArgumentError(

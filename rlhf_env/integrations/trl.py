@@ -47,7 +47,7 @@ from rlhf_env.errors import (
     InvalidArgumentError,
     MissingDependencyError,
 )
-from rlhf_env.instance import check_positive_int, short
+from rlhf_env.instance import as_column, check_positive_int, short
 from rlhf_env.judging import instance_of  # the instance behind an env (no gold access)
 
 __all__ = ["reward_function", "pairwise_reward_function", "to_trl_dataset", "require_trl",
@@ -63,18 +63,6 @@ def require_trl() -> Any:
     import trl
 
     return trl
-
-
-def _column(value: Any, name: str) -> list[Any]:
-    """``value`` as a list, if it is a sequence (a list, a tuple, a 1-d array) and not text:
-    a generator is refused, since every item is checked before anything is charged."""
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        return value.tolist()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidArgumentError(
-            f"{name} must be a sequence (a list or tuple), got {type(value).__name__} "
-            f"{short(value)}")
-    return list(value)
 
 
 def _text(x: Any, what: str, where: str = "") -> str:
@@ -151,7 +139,7 @@ class OracleFunction:
         given = kwargs.get("env_prompt")
         if given is None:
             return [self._prompt(p, i) for i, p in enumerate(prompts)]
-        given = _column(given, "env_prompt")
+        given = as_column(given, "env_prompt")
         if len(given) != len(prompts):
             raise InvalidArgumentError(
                 f"env_prompt has {len(given)} entries for {len(prompts)} completions")
@@ -185,8 +173,8 @@ class OracleFunction:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  completion_ids: Any = None, **kwargs: Any) -> list[float]:
-        prompts = _column(prompts, "prompts")
-        completions = _column(completions, "completions")
+        prompts = as_column(prompts, "prompts")
+        completions = as_column(completions, "completions")
         if len(prompts) != len(completions):
             raise InvalidArgumentError(
                 f"got {len(prompts)} prompts and {len(completions)} completions")
